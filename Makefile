@@ -1,0 +1,41 @@
+# Thin wrappers the README names. Every target installs what it needs into .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast lint format bench-simulator clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch is pinned exactly (==2.13.0): pip takes the CPU wheel on disk, never a CUDA build.
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+## The main job end to end: simulate, validate, build features, feast apply, materialise, read online.
+demo: $(STAMP)
+	$(BIN)/persona demo
+
+## The test suite (real Redis, real Feast repos in temp dirs, real Parquet/DuckDB).
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## Simulator at bank scale: 1M customers x 90 days, wall time and peak RSS -> bench/results/.
+bench-simulator: $(STAMP)
+	$(BIN)/python bench/simulator_scale.py --customers 1000000 --days 90 --seed 7 --out data/bench_sim
+
+clean:
+	rm -rf data/demo data/bench_sim .pytest_cache

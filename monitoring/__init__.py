@@ -1,0 +1,1 @@
+"""Monitoring, drift, anomaly detection, experiment analysis (issue 6)."""

@@ -1,0 +1,1 @@
+"""Persona: personalization and ranking platform for a multi-app retail bank."""

@@ -1,0 +1,23 @@
+"""The ``persona`` command: one CLI, a sub-command group per part of the platform."""
+
+from __future__ import annotations
+
+import typer
+
+from persona.cli.data import data_app
+from persona.cli.demo import demo_command
+from persona.cli.features import features_app
+
+app = typer.Typer(
+    name="persona",
+    help="Persona: personalization and ranking for a multi-app retail bank.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_app, name="data", help="Simulate, load and validate canonical bank data.")
+app.add_typer(features_app, name="features", help="Build, apply and materialise Feast features.")
+app.command("demo", help="Run the main job end to end on a small simulated bank.")(demo_command)
+
+
+def main() -> None:
+    app()

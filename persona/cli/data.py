@@ -1,0 +1,160 @@
+"""``persona data``: make canonical bank data (simulate or load) and validate it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from persona.cli.errors import console, user_errors
+from persona.settings import get_settings
+
+data_app = typer.Typer(no_args_is_help=True)
+load_app = typer.Typer(no_args_is_help=True, help="Load a real data set into canonical tables.")
+data_app.add_typer(load_app, name="load")
+
+OutDir = Annotated[
+    Path, typer.Option("--out", help="Data directory; the source writes its tables under OUT/raw/.")
+]
+
+
+@data_app.command("simulate")
+def simulate_command(
+    customers: Annotated[int, typer.Option(help="Number of customers to simulate.")] = 2_000,
+    days: Annotated[int, typer.Option(help="Days of activity to simulate.")] = 60,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same bank.")] = 7,
+    out: OutDir = Path("data/sim"),
+    chunk_size: Annotated[
+        int, typer.Option(help="Customers simulated per chunk (bounds memory).")
+    ] = 50_000,
+) -> None:
+    """Simulate a bank: customers, catalogue, holdings and event logs across the four apps."""
+    from persona.simulator import SimulationConfig, simulate_bank
+
+    with user_errors():
+        config = SimulationConfig(customers=customers, days=days, seed=seed, chunk_size=chunk_size)
+        summary = simulate_bank(config, out)
+    console.print_json(summary.model_dump_json())
+
+
+@data_app.command("validate")
+def validate_command(
+    data_dir: Annotated[Path, typer.Argument(help="Data directory holding raw/ tables.")],
+) -> None:
+    """Validate DIR/raw into DIR/clean; every refused row goes to DIR/quarantine with its reason."""
+    from persona.validation import validate_dataset
+
+    with user_errors():
+        report = validate_dataset(data_dir)
+    if report.total_quarantined:
+        console.print(
+            f"[yellow]{report.total_quarantined} row problem(s) quarantined[/yellow] "
+            f"— see {data_dir / 'quarantine'} and {data_dir / 'validation_report.json'}"
+        )
+
+
+@load_app.command("amazon-games")
+def load_amazon_games_command(
+    out: OutDir = Path("data/amazon_games"),
+    source: Annotated[
+        Path | None, typer.Option(help="Folder with Video.txt (default: shared data).")
+    ] = None,
+) -> None:
+    """The SASRec paper's Amazon Games interactions."""
+    from persona.loaders.amazon_games import load_amazon_games
+
+    settings = get_settings()
+    with user_errors():
+        summary = load_amazon_games(
+            source or settings.shared_data_dir / "amazon_games", out, roots=settings.data_roots
+        )
+    _print_summary(summary)
+
+
+@load_app.command("czech-bank")
+def load_czech_bank_command(
+    out: OutDir = Path("data/czech_bank"),
+    source: Annotated[
+        Path | None, typer.Option(help="Folder with the PKDD'99 CSVs (default: shared data).")
+    ] = None,
+) -> None:
+    """The real Czech bank (PKDD'99): clients, accounts, cards, loans, permanent orders."""
+    from persona.loaders.czech_bank import load_czech_bank
+
+    settings = get_settings()
+    with user_errors():
+        summary = load_czech_bank(
+            source or settings.shared_data_dir / "czech_bank", out, roots=settings.data_roots
+        )
+    _print_summary(summary)
+
+
+@load_app.command("open-bandit")
+def load_open_bandit_command(
+    out: OutDir = Path("data/open_bandit"),
+    policy: Annotated[str, typer.Option(help="Logging policy: random or bts.")] = "random",
+    campaign: Annotated[str, typer.Option(help="Campaign: all, men or women.")] = "all",
+    source: Annotated[
+        Path | None, typer.Option(help="open_bandit folder (default: shared data).")
+    ] = None,
+) -> None:
+    """Open Bandit Dataset click logs with propensities."""
+    from persona.loaders.open_bandit import load_open_bandit
+
+    settings = get_settings()
+    with user_errors():
+        summary = load_open_bandit(
+            source or settings.shared_data_dir / "open_bandit",
+            out,
+            policy=_choice("policy", policy, ("random", "bts")),  # type: ignore[arg-type]
+            campaign=_choice("campaign", campaign, ("all", "men", "women")),  # type: ignore[arg-type]
+            roots=settings.data_roots,
+        )
+    _print_summary(summary)
+
+
+@load_app.command("csv")
+def load_csv_command(
+    path: Annotated[Path, typer.Argument(help="CSV or Parquet interactions file.")],
+    user: Annotated[str, typer.Option(help="Column holding the user/customer id.")],
+    item: Annotated[str, typer.Option(help="Column holding the item/product id.")],
+    timestamp: Annotated[str, typer.Option(help="Column holding the event time.")],
+    out: OutDir = Path("data/csv"),
+    event_type: Annotated[
+        str | None, typer.Option(help="Column holding the event type (default: purchase).")
+    ] = None,
+    app_column: Annotated[
+        str | None, typer.Option("--app", help="Column holding the app (rib, cib, nli, imobile).")
+    ] = None,
+    default_app: Annotated[
+        str | None, typer.Option(help="App for every row when the file has no app column.")
+    ] = None,
+) -> None:
+    """Any interactions file, with a column mapping (user, item, timestamp, event type, app)."""
+    from persona.loaders.csv_interactions import ColumnMapping, load_interactions_csv
+
+    settings = get_settings()
+    with user_errors():
+        mapping = ColumnMapping(
+            user=user, item=item, timestamp=timestamp, event_type=event_type, app=app_column
+        )
+        summary = load_interactions_csv(
+            path, out, mapping, default_app=default_app, roots=settings.data_roots
+        )
+    _print_summary(summary)
+
+
+def _choice(
+    field: str, value: str, allowed: tuple[str, ...]
+) -> Literal["random", "bts", "all", "men", "women"]:
+    if value not in allowed:
+        raise ValueError(f"{field}: {value!r} is not one of {', '.join(allowed)}")
+    return value  # type: ignore[return-value]
+
+
+def _print_summary(summary: object) -> None:
+    dump = getattr(summary, "model_dump", None)
+    payload = dump(mode="json") if callable(dump) else vars(summary)
+    console.print_json(json.dumps(payload, default=str))

@@ -1,0 +1,133 @@
+"""``persona demo``: the main job end to end on a small simulated bank.
+
+simulate → validate → build features (DuckDB) → feast apply → materialise → read one
+customer's online feature vector, then say where everything is.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import duckdb
+import typer
+from rich.panel import Panel
+from rich.table import Table
+
+from persona.cli.errors import console, user_errors
+from persona.cli.features import settings_for
+from persona.layout import DataLayout, parquet_glob
+
+
+def demo_command(
+    customers: Annotated[int, typer.Option(help="Customers to simulate.")] = 2_000,
+    days: Annotated[int, typer.Option(help="Days of activity to simulate.")] = 60,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Where to write (default: PERSONA_DATA_DIR).")
+    ] = None,
+) -> None:
+    """Run the main job end to end and print one customer's online feature vector."""
+    from persona.features.build import build_features
+    from persona.features.store import (
+        apply_definitions,
+        choose_online_store,
+        materialize_all,
+        online_customer_vector,
+        open_store,
+    )
+    from persona.simulator import SimulationConfig, simulate_bank
+    from persona.validation import validate_dataset
+
+    settings = settings_for(data_dir)
+    root = settings.data_dir
+    timings: dict[str, float] = {}
+
+    def step(name: str) -> float:
+        console.rule(f"[bold]{name}")
+        return time.perf_counter()
+
+    with user_errors():
+        started = step(f"1. simulate {customers:,} customers × {days} days (seed {seed})")
+        sim = simulate_bank(SimulationConfig(customers=customers, days=days, seed=seed), root)
+        console.print(f"rows: {sim.rows}")
+        timings["simulate"] = time.perf_counter() - started
+
+        started = step("2. validate raw → clean (+ quarantine)")
+        report = validate_dataset(root)
+        timings["validate"] = time.perf_counter() - started
+
+        started = step("3. build offline features with DuckDB (point-in-time correct)")
+        built = build_features(root)
+        console.print(f"feature rows: {built.rows}")
+        timings["features_build"] = time.perf_counter() - started
+
+        choice = choose_online_store(settings)
+        console.print(
+            f"online store: [bold]{choice.kind}[/bold] at {choice.location} — {choice.reason}"
+        )
+        store = open_store(settings, choice)
+        started = step("4. feast apply")
+        names = apply_definitions(store, root)
+        console.print(f"{len(names)} objects registered")
+        timings["feast_apply"] = time.perf_counter() - started
+
+        started = step(f"5. feast materialize → {choice.kind}")
+        result = materialize_all(store, root)
+        console.print(
+            f"{sum(result.rows.values()):,} entity rows in {result.seconds:.1f} s "
+            f"({result.rows_per_second:,.0f} rows/s)"
+        )
+        timings["materialize"] = time.perf_counter() - started
+
+        step("6. one customer's online feature vector (feature service customer_context_v1)")
+        customer_id = _most_active_customer(root)
+        vector = online_customer_vector(store, customer_id)
+
+    console.print(_vector_table(customer_id, vector))
+    layout = DataLayout(root)
+    console.print(
+        Panel.fit(
+            "\n".join(
+                [
+                    f"raw tables          {layout.raw}",
+                    f"clean tables        {layout.clean}",
+                    f"quarantine          {layout.quarantine} "
+                    f"({report.total_quarantined} row problems)",
+                    f"validation report   {layout.validation_report}",
+                    f"offline features    {layout.features}",
+                    f"feast registry      {settings.feast_registry_path}",
+                    f"online store        {choice.kind}: {choice.location}",
+                    f"timings (s)         {json.dumps({k: round(v, 1) for k, v in timings.items()})}",
+                    "next                persona features show --customer-id "
+                    f"{customer_id} --data-dir {root}",
+                ]
+            ),
+            title="where to look",
+        )
+    )
+
+
+def _most_active_customer(root: Path) -> int:
+    """The customer with the most product interactions: the richest vector to show."""
+    glob = parquet_glob(DataLayout(root).clean_table("events"))
+    row = duckdb.execute(
+        f"SELECT customer_id FROM read_parquet('{glob}', hive_partitioning = false) "
+        "WHERE event_type IN ('click', 'apply', 'purchase') "
+        "GROUP BY customer_id ORDER BY count(*) DESC, customer_id LIMIT 1"
+    ).fetchone()
+    if row is None:
+        raise ValueError(f"no product interactions in {glob}")
+    return int(row[0])
+
+
+def _vector_table(customer_id: int, vector: dict[str, object]) -> Table:
+    table = Table(title=f"customer {customer_id}: online features", show_lines=False)
+    table.add_column("feature")
+    table.add_column("value", overflow="fold")
+    for name, value in vector.items():
+        text = str(value)
+        table.add_row(name, text if len(text) <= 160 else text[:157] + "...")
+    return table

@@ -1,0 +1,1 @@
+"""Customer segmentation (issue 6)."""
