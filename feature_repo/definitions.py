@@ -11,6 +11,8 @@ same definitions apply to a laptop data dir, a test's temp dir or production sto
 
 from __future__ import annotations
 
+import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -118,6 +120,18 @@ def behaviour_ratios(inputs: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _fresh(udf: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """A new function object for an on-demand view's udf.
+
+    Feast's decorator rewrites the udf's ``__module__`` to ``__main__``; decorating the shared
+    module-level function a second time (a second build in one process) then fails to find its
+    source. A copy per build keeps the module function untouched.
+    """
+    copy = types.FunctionType(udf.__code__, udf.__globals__, udf.__name__, udf.__defaults__)
+    copy.__doc__ = udf.__doc__
+    return copy
+
+
 def build_feature_repo(features_dir: Path) -> FeatureRepo:
     """Build every Feast object over the offline tables in ``features_dir``."""
     repo = FeatureRepo()
@@ -189,7 +203,7 @@ def build_feature_repo(features_dir: Path) -> FeatureRepo:
         ],
         mode="pandas",
         description="Request context (app, hour, weekday, device) encoded for the ranker.",
-    )(request_context_features)
+    )(_fresh(request_context_features))
     repo.on_demand_views["behaviour_ratios"] = on_demand_feature_view(
         name="behaviour_ratios",
         sources=[repo.views["customer_behaviour"]],
@@ -199,7 +213,7 @@ def build_feature_repo(features_dir: Path) -> FeatureRepo:
         ],
         mode="pandas",
         description="The customer's own CTR and category mix, derived from behaviour.",
-    )(behaviour_ratios)
+    )(_fresh(behaviour_ratios))
 
     # Feature services, versioned: a model records the one it trained on.
     customer_views = [

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from persona.cli.errors import console, user_errors
 from persona.settings import get_settings
+
+if TYPE_CHECKING:
+    from persona.loaders.summary import LoadSummary
 
 data_app = typer.Typer(no_args_is_help=True)
 load_app = typer.Typer(no_args_is_help=True, help="Load a real data set into canonical tables.")
@@ -48,9 +50,10 @@ def validate_command(
 
     with user_errors():
         report = validate_dataset(data_dir)
-    if report.total_quarantined:
+    if not report.passed:
+        refused = sum(t.rows_quarantined for t in report.tables.values())
         console.print(
-            f"[yellow]{report.total_quarantined} row problem(s) quarantined[/yellow] "
+            f"[yellow]{refused:,} row(s) quarantined[/yellow] "
             f"— see {data_dir / 'quarantine'} and {data_dir / 'validation_report.json'}"
         )
 
@@ -123,7 +126,15 @@ def load_csv_command(
     timestamp: Annotated[str, typer.Option(help="Column holding the event time.")],
     out: OutDir = Path("data/csv"),
     event_type: Annotated[
-        str | None, typer.Option(help="Column holding the event type (default: purchase).")
+        str | None, typer.Option(help="Column holding the event type (see --default-event-type).")
+    ] = None,
+    default_event_type: Annotated[
+        str | None,
+        typer.Option(help="Event type of every row when the file has no event-type column."),
+    ] = None,
+    timestamp_format: Annotated[
+        str | None,
+        typer.Option(help="strptime format, or epoch_s / epoch_ms / epoch_us (default: ISO)."),
     ] = None,
     app_column: Annotated[
         str | None, typer.Option("--app", help="Column holding the app (rib, cib, nli, imobile).")
@@ -141,7 +152,13 @@ def load_csv_command(
             user=user, item=item, timestamp=timestamp, event_type=event_type, app=app_column
         )
         summary = load_interactions_csv(
-            path, out, mapping, default_app=default_app, roots=settings.data_roots
+            path,
+            out,
+            mapping,
+            default_app=default_app,
+            default_event_type=default_event_type,
+            timestamp_format=timestamp_format,
+            roots=settings.data_roots,
         )
     _print_summary(summary)
 
@@ -154,7 +171,5 @@ def _choice(
     return value  # type: ignore[return-value]
 
 
-def _print_summary(summary: object) -> None:
-    dump = getattr(summary, "model_dump", None)
-    payload = dump(mode="json") if callable(dump) else vars(summary)
-    console.print_json(json.dumps(payload, default=str))
+def _print_summary(summary: LoadSummary) -> None:
+    console.print(summary.render())

@@ -95,7 +95,7 @@ def demo_command(
                     f"raw tables          {layout.raw}",
                     f"clean tables        {layout.clean}",
                     f"quarantine          {layout.quarantine} "
-                    f"({report.total_quarantined} row problems)",
+                    f"({sum(t.rows_quarantined for t in report.tables.values()):,} rows refused)",
                     f"validation report   {layout.validation_report}",
                     f"offline features    {layout.features}",
                     f"feast registry      {settings.feast_registry_path}",

@@ -115,5 +115,5 @@ def test_product_stats_count_only_days_before(crafted_bank: Path, events: pd.Dat
             & (events["event_timestamp"] < row.event_timestamp)
             & (events["event_timestamp"] >= row.event_timestamp - 30 * DAY)
         ]
-        assert row.clicks_30d == int((window["event_type"] == "click").sum())
-        assert row.impressions_30d == int((window["event_type"] == "impression").sum())
+        assert row.product_clicks_30d == int((window["event_type"] == "click").sum())
+        assert row.product_impressions_30d == int((window["event_type"] == "impression").sum())
