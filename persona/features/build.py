@@ -353,12 +353,14 @@ def _product_stats_sql(first_day: int, last_day: int) -> str:
                              ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
         )
         SELECT product_id, {_day_start("day_number")} AS event_timestamp, category,
-               impressions_7d, clicks_7d, impressions_30d, clicks_30d, applies_30d,
-               purchases_30d, purchases_90d,
-               (clicks_30d + {prior_clicks}) / (impressions_30d + {prior_total}) AS ctr_30d,
+               impressions_7d AS product_impressions_7d, clicks_7d AS product_clicks_7d,
+               impressions_30d AS product_impressions_30d, clicks_30d AS product_clicks_30d,
+               applies_30d AS product_applies_30d, purchases_30d AS product_purchases_30d,
+               purchases_90d AS product_purchases_90d,
+               (clicks_30d + {prior_clicks}) / (impressions_30d + {prior_total}) AS product_ctr_30d,
                CAST(rank() OVER (PARTITION BY day_number ORDER BY purchases_30d DESC, clicks_30d DESC)
-                    AS BIGINT) AS popularity_rank_30d,
-               active_holders
+                    AS BIGINT) AS product_popularity_rank_30d,
+               active_holders AS product_active_holders
         FROM windowed
         WHERE day_number >= {start} + 1
     """

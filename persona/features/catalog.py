@@ -176,21 +176,25 @@ PRODUCT_STATS = FeatureTable(
     description="Daily product popularity and CTR; a row at day D counts only events before D.",
     columns=(
         FeatureColumn("category", "string", "product category"),
-        FeatureColumn("impressions_7d", "int64", "times shown, last 7 days"),
-        FeatureColumn("clicks_7d", "int64", "clicks, last 7 days"),
-        FeatureColumn("impressions_30d", "int64", "times shown, last 30 days"),
-        FeatureColumn("clicks_30d", "int64", "clicks, last 30 days"),
-        FeatureColumn("applies_30d", "int64", "applications, last 30 days"),
-        FeatureColumn("purchases_30d", "int64", "purchases, last 30 days"),
-        FeatureColumn("purchases_90d", "int64", "purchases, last 90 days"),
+        FeatureColumn("product_impressions_7d", "int64", "times shown, last 7 days"),
+        FeatureColumn("product_clicks_7d", "int64", "clicks, last 7 days"),
+        FeatureColumn("product_impressions_30d", "int64", "times shown, last 30 days"),
+        FeatureColumn("product_clicks_30d", "int64", "clicks, last 30 days"),
+        FeatureColumn("product_applies_30d", "int64", "applications, last 30 days"),
+        FeatureColumn("product_purchases_30d", "int64", "purchases, last 30 days"),
+        FeatureColumn("product_purchases_90d", "int64", "purchases, last 90 days"),
         FeatureColumn(
-            "ctr_30d",
+            "product_ctr_30d",
             "float64",
             f"smoothed CTR (clicks + {CTR_PRIOR_CLICKS:g}) / "
             f"(impressions + {CTR_PRIOR_CLICKS + CTR_PRIOR_IMPRESSIONS:g}), last 30 days",
         ),
-        FeatureColumn("popularity_rank_30d", "int64", "rank by purchases then clicks, 1 = top"),
-        FeatureColumn("active_holders", "int64", "customers holding it at the snapshot time"),
+        FeatureColumn(
+            "product_popularity_rank_30d", "int64", "rank by purchases then clicks, 1 = top"
+        ),
+        FeatureColumn(
+            "product_active_holders", "int64", "customers holding it at the snapshot time"
+        ),
     ),
 )
 

@@ -13,7 +13,6 @@ from persona import domain
 from persona.features.build import build_features
 from persona.layout import DataLayout, write_table
 from persona.schemas import CUSTOMERS, EVENTS, HOLDINGS, PRODUCTS
-
 from persona.validation import validate_dataset
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
