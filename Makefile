@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint format bench-simulator clean
+.PHONY: demo test test-fast lint format bench-simulator bench-features clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,5 +37,9 @@ format: $(STAMP)
 bench-simulator: $(STAMP)
 	$(BIN)/python bench/simulator_scale.py --customers 1000000 --days 90 --seed 7 --out data/bench_sim
 
+## Feast on 100k simulated customers: stock materialise into Redis, online reads for 1 and 100 customers.
+bench-features: $(STAMP)
+	$(BIN)/python bench/feature_store.py --customers 100000 --days 30 --seed 7 --data-dir data/bench_features
+
 clean:
-	rm -rf data/demo data/bench_sim .pytest_cache
+	rm -rf data/demo data/bench_sim data/bench_features .pytest_cache

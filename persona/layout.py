@@ -105,7 +105,8 @@ class TableWriter:
         self.rows_written += table.num_rows
 
     def _write_partitioned(self, table: pa.Table) -> None:
-        days = pc.cast(table.column("event_timestamp"), pa.date32())
+        assert self.schema.partition_source is not None
+        days = pc.cast(table.column(self.schema.partition_source), pa.date32())
         table = table.append_column("_date", days).sort_by("_date")
         day_numbers = table.column("_date").cast(pa.int32()).to_numpy()
         # Sorted, so each date is one contiguous run: slice instead of filtering per date.

@@ -48,8 +48,11 @@ class TableSchema:
     columns: tuple[ColumnSpec, ...]
     primary_key: tuple[str, ...]
     foreign_keys: tuple[ForeignKey, ...] = ()
-    #: Hive partition column (derived from a timestamp) for event logs.
+    #: Hive partition column for event logs, and the timestamp column its UTC date comes from.
     partition_by: str | None = None
+    partition_source: str | None = None
+    #: A source must provide every required table; optional ones may be absent.
+    required: bool = True
     description: str = ""
     #: Row-level rules across columns, as (name, SQL predicate that must hold, message).
     row_rules: tuple[tuple[str, str, str], ...] = field(default_factory=tuple)
@@ -120,6 +123,7 @@ HOLDINGS = TableSchema(
     name="holdings",
     description="Which customer holds (or held) which product, and when.",
     primary_key=("customer_id", "product_id", "opened_at"),
+    required=False,
     foreign_keys=(
         ForeignKey("customer_id", "customers", "customer_id"),
         ForeignKey("product_id", "products", "product_id"),
@@ -147,6 +151,7 @@ EVENTS = TableSchema(
     ),
     primary_key=("event_id",),
     partition_by="event_date",
+    partition_source="event_timestamp",
     foreign_keys=(
         ForeignKey("customer_id", "customers", "customer_id"),
         ForeignKey("product_id", "products", "product_id"),

@@ -8,12 +8,13 @@ import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import cast
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from persona.schemas import TableSchema
+from persona.schemas import EVENTS, TableSchema
 from persona.validation.casting import RAW_PREFIX, ColumnRead, plan_column_read
 from persona.validation.errors import MissingTableError, SchemaError
 from persona.validation.sql import ident, string_literal
@@ -23,7 +24,7 @@ from persona.validation.statistics import ColumnStats, file_statistics, merge
 SOURCE_FILE = "__source_file"
 SOURCE_ROW = "__source_row"
 #: The timestamp a partitioned table's ``event_date`` is derived from (as layout.TableWriter does).
-PARTITION_SOURCE = "event_timestamp"
+PARTITION_SOURCE = cast(str, EVENTS.partition_source)
 
 _PARTITION_DIR = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>\d{4}-\d{2}-\d{2})$")
 

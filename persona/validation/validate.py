@@ -51,7 +51,7 @@ from persona.validation.source import SOURCE_FILE, SOURCE_ROW, RawTable, discove
 from persona.validation.sql import scalar, string_literal
 
 #: Tables a source may leave out; the others must be there.
-OPTIONAL_TABLES = frozenset({"holdings"})
+OPTIONAL_TABLES = frozenset(t.name for t in TABLES.values() if not t.required)
 
 
 def validate_dataset(
