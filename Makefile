@@ -35,7 +35,7 @@ format: $(STAMP)
 
 ## Simulator at bank scale: 1M customers x 90 days, wall time and peak RSS -> bench/results/.
 bench-simulator: $(STAMP)
-	$(BIN)/python bench/simulator_scale.py --customers 1000000 --days 90 --seed 7 --out data/bench_sim
+	$(BIN)/python bench/simulator_scale.py --customers 1000000 --days 90 --seed 0 --out data/bench_sim
 
 ## Feast on 100k simulated customers: stock materialise into Redis, online reads for 1 and 100 customers.
 bench-features: $(STAMP)
