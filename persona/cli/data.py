@@ -68,8 +68,8 @@ def load_amazon_games_command(
     """The SASRec paper's Amazon Games interactions."""
     from persona.loaders.amazon_games import load_amazon_games
 
-    settings = get_settings()
     with user_errors():
+        settings = get_settings()
         summary = load_amazon_games(
             source or settings.shared_data_dir / "amazon_games", out, roots=settings.data_roots
         )
@@ -86,8 +86,8 @@ def load_czech_bank_command(
     """The real Czech bank (PKDD'99): clients, accounts, cards, loans, permanent orders."""
     from persona.loaders.czech_bank import load_czech_bank
 
-    settings = get_settings()
     with user_errors():
+        settings = get_settings()
         summary = load_czech_bank(
             source or settings.shared_data_dir / "czech_bank", out, roots=settings.data_roots
         )
@@ -106,8 +106,8 @@ def load_open_bandit_command(
     """Open Bandit Dataset click logs with propensities."""
     from persona.loaders.open_bandit import load_open_bandit
 
-    settings = get_settings()
     with user_errors():
+        settings = get_settings()
         summary = load_open_bandit(
             source or settings.shared_data_dir / "open_bandit",
             out,
@@ -146,8 +146,8 @@ def load_csv_command(
     """Any interactions file, with a column mapping (user, item, timestamp, event type, app)."""
     from persona.loaders.csv_interactions import ColumnMapping, load_interactions_csv
 
-    settings = get_settings()
     with user_errors():
+        settings = get_settings()
         mapping = ColumnMapping(
             user=user, item=item, timestamp=timestamp, event_type=event_type, app=app_column
         )

@@ -41,7 +41,8 @@ def demo_command(
     from persona.simulator import SimulationConfig, simulate_bank
     from persona.validation import validate_dataset
 
-    settings = settings_for(data_dir)
+    with user_errors():
+        settings = settings_for(data_dir)
     root = settings.data_dir
     timings: dict[str, float] = {}
 

@@ -31,8 +31,8 @@ def build_command(data_dir: DataDirOption = None) -> None:
     """Compute the offline feature tables point-in-time correctly with DuckDB SQL."""
     from persona.features.build import build_features
 
-    settings = settings_for(data_dir)
     with user_errors():
+        settings = settings_for(data_dir)
         summary = build_features(settings.data_dir)
     console.print_json(summary.model_dump_json())
 
@@ -42,8 +42,8 @@ def apply_command(data_dir: DataDirOption = None) -> None:
     """Register entities, sources, views and feature services with Feast."""
     from persona.features.store import apply_definitions, choose_online_store, open_store
 
-    settings = settings_for(data_dir)
     with user_errors():
+        settings = settings_for(data_dir)
         choice = choose_online_store(settings)
         console.print(f"online store: [bold]{choice.kind}[/bold] ({choice.reason})")
         names = apply_definitions(open_store(settings, choice), settings.data_dir)
@@ -55,8 +55,8 @@ def materialize_command(data_dir: DataDirOption = None) -> None:
     """Load the latest feature rows into the online store (Redis, or SQLite when Redis is down)."""
     from persona.features.store import choose_online_store, materialize_all, open_store
 
-    settings = settings_for(data_dir)
     with user_errors():
+        settings = settings_for(data_dir)
         choice = choose_online_store(settings)
         console.print(f"online store: [bold]{choice.kind}[/bold] ({choice.reason})")
         result = materialize_all(open_store(settings, choice), settings.data_dir)
@@ -80,8 +80,8 @@ def show_command(
     """Print one customer's online feature vector."""
     from persona.features.store import choose_online_store, online_customer_vector, open_store
 
-    settings = settings_for(data_dir)
     with user_errors():
+        settings = settings_for(data_dir)
         store = open_store(settings, choose_online_store(settings))
         vector = online_customer_vector(store, customer_id, service)
     console.print_json(json.dumps(vector, default=str))

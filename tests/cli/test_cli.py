@@ -89,3 +89,17 @@ def test_demo_runs_end_to_end_and_prints_an_online_vector(
     assert "where to look" in result.output
     assert (tmp_path / "validation_report.json").exists()
     assert (tmp_path / "features" / "customer_sequence" / "data.parquet").exists()
+
+
+def test_bad_setting_in_the_environment_names_the_variable(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PERSONA_ONLINE_STORE", "bogus")
+    get_settings.cache_clear()
+    try:
+        result = runner.invoke(app, ["features", "show", "--customer-id", "1"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert "online_store" in result.output
+    assert "Traceback" not in result.output
