@@ -5,8 +5,7 @@ this module exists so that ``cd feature_repo && feast apply`` works too. Feast d
 objects as module attributes, so each is named here.
 """
 
-from definitions import build_feature_repo
-
+from feature_repo.definitions import build_feature_repo
 from persona.settings import get_settings
 
 _repo = build_feature_repo(get_settings().data_dir / "features")

@@ -27,7 +27,7 @@ import pytest
 
 FORBIDDEN = "persona.simulator.ground_truth"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-GUARDED_PACKAGES = ("training", "serving")
+GUARDED_PACKAGES = ("training", "serving", "segmentation", "feature_repo")
 
 
 # -- static check ------------------------------------------------------------------------------
