@@ -12,6 +12,7 @@ DIR/ground_truth/           the simulator's hidden preference model (simulator o
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -91,7 +92,7 @@ class TableWriter:
         self._part = 0
         self.rows_written = 0
         if replace and table_dir.exists():
-            _remove_tree(table_dir)
+            shutil.rmtree(table_dir)
         table_dir.mkdir(parents=True, exist_ok=True)
 
     def write(self, table: pa.Table) -> None:
@@ -136,9 +137,3 @@ def schema_for(table: str) -> TableSchema:
         return TABLES[table]
     except KeyError:
         raise KeyError(f"unknown table {table!r}; known: {', '.join(TABLES)}") from None
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path)
