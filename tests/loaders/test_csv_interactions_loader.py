@@ -45,7 +45,7 @@ def load(path: Path, out: Path, mapping: ColumnMapping = MAPPING, **kwargs: obje
 def test_good_file_maps_every_row(
     tmp_path: Path,
     conforms: Callable[[Path, str], pa.Table],
-    references: Callable[[Path], None],
+    passes_validation: Callable[[Path], None],
 ) -> None:
     out = tmp_path / "out"
     summary = load(write(tmp_path, GOOD_CSV), out)
@@ -55,7 +55,7 @@ def test_good_file_maps_every_row(
     events = conforms(out, "events").sort_by("event_id")
     customers = conforms(out, "customers").sort_by("customer_id")
     products = conforms(out, "products")
-    references(out)
+    passes_validation(out)
     assert events.column("event_id").to_pylist() == ["events-1", "events-2", "events-3", "events-4"]
     assert events.column("customer_id").to_pylist() == [1, 1, 2, 1]
     assert events.column("event_type").to_pylist() == ["impression", "click", "purchase", "apply"]

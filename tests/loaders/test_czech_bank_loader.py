@@ -169,7 +169,7 @@ def test_original_format_yymmdd_and_birth_number(
     tmp_path: Path,
     raw: Callable[[Path, str], pa.Table],
     conforms: Callable[[Path, str], pa.Table],
-    references: Callable[[Path], None],
+    passes_validation: Callable[[Path], None],
 ) -> None:
     for name, text in ORIGINAL.items():
         (tmp_path / name).write_text(text)
@@ -178,7 +178,7 @@ def test_original_format_yymmdd_and_birth_number(
     assert any("birth_number" in n for n in summary.notes)
     for table in ("customers", "products", "holdings", "events"):
         conforms(out, table)
-    references(out)
+    passes_validation(out)
     customers = {c["customer_id"]: c for c in raw(out, "customers").to_pylist()}
     # 706213: woman born 1970-12-13 (month 62 - 50) -> 28; 450204: man born 1945-02-04.
     assert customers[1]["age_band"] == "25-34"

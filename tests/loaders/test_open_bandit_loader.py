@@ -43,13 +43,13 @@ def test_impressions_clicks_and_click_rate(
     loads: dict[str, tuple[Path, LoadSummary]],
     policy: str,
     conforms: Callable[[Path, str], pa.Table],
-    references: Callable[[Path], None],
+    passes_validation: Callable[[Path], None],
 ) -> None:
     out, summary = loads[policy]
     events = conforms(out, "events")
     conforms(out, "customers")
     products = conforms(out, "products")
-    references(out)
+    passes_validation(out)
     types = events.column("event_type")
     impressions = events.filter(pc.equal(types, "impression"))
     clicks = events.filter(pc.equal(types, "click"))
