@@ -1,0 +1,164 @@
+"""Product-holding example sets (data with holdings but few dated events, e.g. the Czech bank).
+
+The protocol the issue names: per customer holding at least two products, the **last-acquired**
+product is the test target (ties on the latest opening date, such as undated payment orders that
+open with the account, are broken at random with the set's seed), and the remaining products are
+the input. Customers with at least three products get a validation row the same way from the
+rest. Training rows complete baskets: each remaining product is a target once, with the other
+remaining products as history, so no customer's held-out products reach training.
+
+History order is opening time, then product id; every history entry is a ``purchase``. Point-in-
+time features are joined just before each target's opening time.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from pathlib import Path
+
+import numpy as np
+
+from persona.layout import DataLayout, parquet_glob
+from training.examples import NO_APP, NO_SEGMENT, ExampleSet, Manifest, interaction_type_code
+from training.sets.context import features_available, point_in_time_context
+from training.sets.dense import Standardiser
+from training.sets.interactions import read_vocabulary
+from training.sets.next_item import _sample_negatives
+from training.sets.point_in_time import connect
+from training.sets.rows import ExampleRows
+from training.sets.write import concat_rows, snapshot_of, write_example_set
+
+_PURCHASE = interaction_type_code("purchase")
+_JUST_BEFORE = np.timedelta64(1, "us")
+
+
+def build_holdout_set(
+    data_dir: Path,
+    out_dir: Path,
+    *,
+    dataset: str,
+    max_len: int = 20,
+    negatives: int = 100,
+    seed: int = 0,
+) -> Manifest:
+    con = connect()
+    vocabulary = read_vocabulary(con, data_dir)
+    index = vocabulary.index_of()
+    holdings = con.sql(
+        f"""
+        SELECT customer_id, product_id, CAST(opened_at AS TIMESTAMP) AS opened_at
+        FROM read_parquet('{parquet_glob(DataLayout(data_dir).clean_table("holdings"))}')
+        ORDER BY customer_id, opened_at, product_id
+        """
+    ).to_arrow_table()
+    rng = np.random.default_rng(seed)
+    customers = holdings.column("customer_id").to_numpy()
+    items = np.array([index[p] for p in holdings.column("product_id").to_pylist()], np.int32)
+    opened = holdings.column("opened_at").to_numpy()
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(customers)) + 1, [len(customers)]])
+
+    rows: dict[str, list[tuple[int, np.ndarray, int, np.datetime64]]] = {
+        "train": [],
+        "valid": [],
+        "test": [],
+    }
+    for s, e in itertools.pairwise(bounds):
+        if e - s < 2:
+            continue
+        owned = list(range(s, e))
+        held_out: list[tuple[str, int]] = []
+        for split in ("test", "valid"):
+            if len(owned) < (2 if split == "test" else 3):
+                break
+            latest = max(opened[i] for i in owned)
+            tied = [i for i in owned if opened[i] == latest]
+            pick = tied[int(rng.integers(len(tied)))] if len(tied) > 1 else tied[0]
+            owned.remove(pick)
+            held_out.append((split, pick))
+        for split, pick in held_out:
+            # Validation rows must not see the test target either: history = what remains.
+            rows[split].append((customers[s], items[owned], items[pick], opened[pick]))
+        for i in owned:
+            rest = [j for j in owned if j != i]
+            rows["train"].append((customers[s], items[rest], items[i], opened[i]))
+
+    parts = []
+    for split, entries in rows.items():
+        n = len(entries)
+        history = np.zeros((n, max_len), np.int32)
+        for r, (_, hist, _, _) in enumerate(entries):
+            kept = hist[-max_len:]
+            if len(kept):
+                history[r, -len(kept) :] = kept
+        target = np.array([t for _, _, t, _ in entries], np.int32)
+        targets = np.zeros_like(history)
+        if split == "train":
+            targets[:, -1] = target
+        parts.append(
+            ExampleRows(
+                customer_id=np.array([c for c, _, _, _ in entries], np.int64),
+                event_timestamp=np.array([t for _, _, _, t in entries], dtype="datetime64[us]"),
+                app=np.full(n, NO_APP, dtype=object),
+                segment=np.full(n, NO_SEGMENT, dtype=object),
+                device=np.full(n, None, dtype=object),
+                history=history,
+                history_types=np.where(history > 0, _PURCHASE, 0).astype(np.int8),
+                targets=targets,
+                target=target,
+                context_dense=np.zeros((n, 0), np.float32),
+                split=np.full(n, split, dtype=object),
+            )
+        )
+    all_rows = concat_rows(parts)
+    is_eval = all_rows.split != "train"
+    all_rows.sampled_negatives = [
+        _sample_negatives(
+            rng,
+            vocabulary.size,
+            np.unique(np.append(all_rows.history[i], all_rows.target[i])),
+            negatives,
+        )
+        if is_eval[i]
+        else np.array([], np.int32)
+        for i in range(len(all_rows))
+    ]
+    notes = [
+        "holdout: last-acquired product per customer (ties at random, seeded); "
+        "train rows complete the remaining baskets"
+    ]
+    names: list[str] = []
+    scaler = Standardiser(np.zeros(0, np.float32), np.ones(0, np.float32))
+    feature_service = version = None
+    if features_available(data_dir):
+        context = point_in_time_context(
+            con,
+            data_dir,
+            all_rows.customer_id,
+            all_rows.event_timestamp - _JUST_BEFORE,
+            tuple(vocabulary.product_ids()[1:]),
+        )
+        all_rows.segment = context.segment
+        names = context.names
+        scaler = Standardiser.fit(context.dense[all_rows.split == "train"])
+        all_rows.context_dense = scaler.apply(context.dense)
+        feature_service, version = "ranker_v1", "1"
+    manifest = Manifest(
+        dataset=dataset,
+        kind="next_item",
+        max_len=max_len,
+        n_items=vocabulary.size,
+        dense_features=names,
+        dense_mean=scaler.mean.tolist(),
+        dense_std=scaler.std.tolist(),
+        apps=[NO_APP],
+        segments=sorted(set(all_rows.segment.tolist())),
+        devices=[],
+        feature_service=feature_service,
+        feature_service_version=version,
+        data_snapshot=snapshot_of(data_dir),
+        seed=seed,
+        rows={},
+        notes=notes,
+    )
+    return write_example_set(ExampleSet(out_dir), all_rows, vocabulary, manifest)

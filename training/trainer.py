@@ -1,0 +1,223 @@
+"""Ray Train: the transformer fitted by ``TorchTrainer`` over Ray Data reading the example set.
+
+Rank 0 evaluates on the validation split after every epoch (NDCG@k under the run's protocol),
+saves a checkpoint only when validation improves, and stops the run after ``patience`` epochs
+without improvement; so the run's last checkpoint is its best. Seeds: torch, numpy and Ray
+Data's shuffle all derive from ``config.seed``.
+"""
+
+from __future__ import annotations
+
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.config import TrainConfig
+from training.examples import ExampleSet
+
+#: Columns the training loop reads (ragged ``shown*`` only for the click loss).
+TRAIN_COLUMNS = (
+    "history",
+    "history_types",
+    "targets",
+    "context_dense",
+    "app",
+    "segment",
+    "device",
+    "request_hour",
+    "request_day_of_week",
+    "shown",
+    "shown_labels",
+)
+
+
+def _padded(values: np.ndarray, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged object array of 1-D arrays -> (B, W) int64 padded with 0, and a validity mask."""
+    lengths = np.array([len(v) for v in values])
+    w = int(lengths.max()) if width is None and len(values) else (width or 0)
+    out = np.zeros((len(values), max(w, 1)), dtype=np.int64)
+    valid = np.zeros_like(out, dtype=bool)
+    for i, v in enumerate(values):
+        out[i, : len(v)] = v
+        valid[i, : len(v)] = True
+    return out, valid
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> list[dict[str, float]] | None:
+    """What each Ray Train worker runs (the config arrives as a plain dict)."""
+    import ray.train
+    import torch
+    import torch.nn.functional as F
+    from ray.train import Checkpoint
+    from ray.train.torch import get_device, prepare_model
+
+    from training.evaluation import evaluate
+    from training.models.sequence_ranker import (
+        BatchEncoder,
+        SequenceRanker,
+        SequenceRankerConfig,
+        TransformerRanker,
+    )
+
+    config = TrainConfig.model_validate(loop_config["train"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.manual_seed(config.seed + rank)
+    np.random.seed(config.seed + rank)
+    threads = config.scaling.torch_threads or max(int(config.scaling.cpus_per_worker), 1)
+    torch.set_num_threads(threads)
+    device = get_device()
+
+    model_config = SequenceRankerConfig.model_validate(loop_config["model"])
+    model = SequenceRanker(model_config)
+    encoder = BatchEncoder(model_config)
+    model = prepare_model(model)
+    core: SequenceRanker = model.module if hasattr(model, "module") else model  # type: ignore[assignment]
+    optimiser = torch.optim.Adam(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    shard = ray.train.get_dataset_shard("train")
+    example_set = ExampleSet(config.examples)
+    best, since_best, stop = -1.0, 0, False
+    history: list[dict[str, float]] = []
+    samples_total, train_seconds = 0, 0.0
+    for epoch in range(config.epochs):
+        model.train()
+        started = time.perf_counter()
+        losses: list[float] = []
+        samples = 0
+        for columns in shard.iter_batches(
+            batch_size=config.batch_size,
+            batch_format="numpy",
+            local_shuffle_buffer_size=max(config.batch_size * 20, 1000),
+            local_shuffle_seed=config.seed * 1000 + epoch,
+        ):
+            inputs = encoder.encode(columns, device)
+            hidden = model(inputs)
+            targets = inputs["targets"]
+            mask = targets > 0
+            loss = torch.zeros((), device=device)
+            if bool(mask.any()):
+                user = hidden[mask]
+                logits = core.catalogue_logits(user)
+                loss = loss + F.cross_entropy(
+                    logits, targets[mask] - 1, label_smoothing=config.label_smoothing
+                )
+            shown_lengths = [len(s) for s in columns["shown"]]
+            if config.bce_weight > 0 and any(shown_lengths):
+                shown, valid = _padded(columns["shown"])
+                labels, _ = _padded(columns["shown_labels"], shown.shape[1])
+                shown_t = torch.as_tensor(shown, device=device)
+                scores = core.item_scores(hidden[:, -1, :], shown_t)
+                valid_t = torch.as_tensor(valid, device=device)
+                bce = F.binary_cross_entropy_with_logits(
+                    scores[valid_t],
+                    torch.as_tensor(labels, device=device, dtype=torch.float32)[valid_t],
+                )
+                loss = loss + config.bce_weight * bce
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            losses.append(float(loss.detach()))
+            samples += len(columns["targets"])
+        epoch_seconds = time.perf_counter() - started
+        samples_total += samples * world
+        train_seconds += epoch_seconds
+
+        metrics: dict[str, float] = {
+            "epoch": epoch + 1,
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "epoch_seconds": epoch_seconds,
+            "samples_per_second": samples * world / max(epoch_seconds, 1e-9),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+        checkpoint = None
+        with tempfile.TemporaryDirectory() as tmp:
+            if rank == 0:
+                core.eval()
+                result = evaluate(
+                    TransformerRanker(core),
+                    example_set,
+                    split="valid",
+                    protocol=config.eval_protocol,
+                    k=config.eval_k,
+                    batch_size=512,
+                    group_by=(),
+                )
+                score = float(result.metrics[f"ndcg@{config.eval_k}"])
+                metrics[f"valid_ndcg@{config.eval_k}"] = score
+                metrics[f"valid_hr@{config.eval_k}"] = float(result.metrics[f"hr@{config.eval_k}"])
+                if score > best:
+                    best, since_best = score, 0
+                    core.save(Path(tmp))
+                    checkpoint = Checkpoint.from_directory(tmp)
+                else:
+                    since_best += 1
+                stop = since_best >= config.patience
+                metrics["best_valid_ndcg"] = best
+            if world > 1:
+                import torch.distributed as dist
+
+                flag = torch.tensor([int(stop)], device=device)
+                dist.broadcast(flag, src=0)
+                stop = bool(flag.item())
+            ray.train.report(metrics, checkpoint=checkpoint)
+        history.append(metrics)
+        if stop:
+            break
+    return history if rank == 0 else None
+
+
+def fit(config: TrainConfig, model_config: dict[str, Any]) -> tuple[Path, list[dict[str, Any]]]:
+    """Run the Ray Train job; returns (best checkpoint folder copied under output_dir, history)."""
+    import shutil
+
+    import ray
+    import ray.data
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    if not ray.is_initialized():
+        ray.init(
+            include_dashboard=False,
+            num_cpus=max(int(config.scaling.cpus_per_worker * config.scaling.num_workers), 1) + 1,
+            log_to_driver=True,
+            configure_logging=False,
+        )
+    data_context = ray.data.DataContext.get_current()
+    data_context.execution_options.preserve_order = True
+    data_context.enable_progress_bars = False
+    example_set = ExampleSet(config.examples)
+    train_ds = ray.data.read_parquet(str(example_set.split_path("train"))).select_columns(
+        list(TRAIN_COLUMNS)
+    )
+    storage = (config.output_dir / "ray").resolve()
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"train": config.model_dump(mode="json"), "model": model_config},
+        scaling_config=ScalingConfig(
+            num_workers=config.scaling.num_workers,
+            use_gpu=config.scaling.use_gpu,
+            resources_per_worker={"CPU": config.scaling.cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            name=config.run_name,
+            storage_path=str(storage),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+        ),
+        datasets={"train": train_ds},
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError("training: the run produced no checkpoint")
+    best_dir = config.output_dir / "model"
+    if best_dir.exists():
+        shutil.rmtree(best_dir)
+    with result.checkpoint.as_directory() as folder:
+        shutil.copytree(folder, best_dir)
+    history = list(result.return_value or [])
+    return best_dir, history
