@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from persona import domain
 
@@ -67,6 +67,10 @@ class TrainConfig(BaseModel):
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(128, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="cosine: linear warm-up, then cosine decay to 0 at the last epoch"
+    )
+    warmup_epochs: float = Field(0.5, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     bce_weight: float = Field(1.0, ge=0, description="weight of the click loss on shown items")
@@ -96,8 +100,3 @@ class TrainConfig(BaseModel):
             raise ValueError(f"config: {path} must hold a mapping")
         raw.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(raw)
-
-
-def validation_message(error: ValidationError) -> str:
-    """One line per bad field: ``field.path: message``."""
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())

@@ -8,9 +8,11 @@ Data's shuffle all derive from ``config.seed``.
 
 from __future__ import annotations
 
+import math
 import resource
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,22 @@ def _padded(values: np.ndarray, width: int | None = None) -> tuple[np.ndarray, n
         out[i, : len(v)] = v
         valid[i, : len(v)] = True
     return out, valid
+
+
+def learning_rate_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """Multiplier of the base learning rate at each optimiser step."""
+    total = max(config.epochs * steps_per_epoch, 1)
+    warmup = config.warmup_epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if config.lr_schedule == "constant":
+            return 1.0
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> list[dict[str, float]] | None:
@@ -82,6 +100,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> list[dict[str, float]]
     )
     shard = ray.train.get_dataset_shard("train")
     example_set = ExampleSet(config.examples)
+    rows = example_set.manifest().rows.get("train", 0)
+    steps_per_epoch = max(math.ceil(rows / world / config.batch_size), 1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, learning_rate_factor(config, steps_per_epoch)
+    )
     best, since_best, stop = -1.0, 0, False
     history: list[dict[str, float]] = []
     samples_total, train_seconds = 0, 0.0
@@ -122,6 +145,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> list[dict[str, float]]
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
+            scheduler.step()
             losses.append(float(loss.detach()))
             samples += len(columns["targets"])
         epoch_seconds = time.perf_counter() - started

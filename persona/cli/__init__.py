@@ -7,6 +7,7 @@ import typer
 from persona.cli.data import data_app
 from persona.cli.demo import demo_command
 from persona.cli.features import features_app
+from persona.cli.training import evaluate_command, examples_app, train_command
 
 app = typer.Typer(
     name="persona",
@@ -16,6 +17,9 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data", help="Simulate, load and validate canonical bank data.")
 app.add_typer(features_app, name="features", help="Build, apply and materialise Feast features.")
+app.add_typer(examples_app, name="examples", help="Build labelled example sets for training.")
+app.command("train", help="Train, evaluate and register a ranker from a run config.")(train_command)
+app.command("evaluate", help="Evaluate a trained run beside its baselines.")(evaluate_command)
 app.command("demo", help="Run the main job end to end on a small simulated bank.")(demo_command)
 
 

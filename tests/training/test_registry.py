@@ -15,10 +15,6 @@ from training import snapshot
 from training.registry import ModelRegistry, RegisteredVersion, flatten_config
 from training.snapshot import data_snapshot_hash, file_sha256
 
-# MLflow's SQL store configures SQLAlchemy mappers with a deprecated loader (MLflow's, not ours).
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:The ``noload`` loader strategy is deprecated:sqlalchemy.exc.SADeprecationWarning"
-)
 
 CONFIG = {
     "model": "sasrec",

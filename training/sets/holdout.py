@@ -14,7 +14,6 @@ time features are joined just before each target's opening time.
 from __future__ import annotations
 
 import itertools
-
 from pathlib import Path
 
 import numpy as np

@@ -37,8 +37,14 @@ def build_impression_set(
     max_len: int = SEQUENCE_LENGTH,
     valid_days: int = 7,
     test_days: int = 7,
+    test_from: np.datetime64 | None = None,
     seed: int = 0,
 ) -> Manifest:
+    """Build ``out_dir`` from ``data_dir``'s clean tables and features.
+
+    ``test_from`` (a day) fixes where the test period starts; by default it is the last
+    ``test_days`` days of the log.
+    """
     if valid_days < 1 or test_days < 1:
         raise ValueError("valid_days/test_days: must be at least 1")
     if not features_available(data_dir):
@@ -113,8 +119,9 @@ def build_impression_set(
         target,
     )
 
-    last_day = ts.max().astype("datetime64[D]")
-    test_from = last_day - np.timedelta64(test_days - 1, "D")
+    if test_from is None:
+        test_from = ts.max().astype("datetime64[D]") - np.timedelta64(test_days - 1, "D")
+    test_from = np.datetime64(test_from, "D")
     valid_from = test_from - np.timedelta64(valid_days, "D")
     day = ts.astype("datetime64[D]")
     split = np.where(day >= test_from, "test", np.where(day >= valid_from, "valid", "train"))

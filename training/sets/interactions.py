@@ -71,7 +71,7 @@ def load_interactions(
     """Read every product interaction from ``DIR/clean/events`` in customer/time order."""
     layout = DataLayout(data_dir)
     kinds = ", ".join(f"'{k}'" for k in INTERACTION_TYPES)
-    table = con.execute(
+    table = con.sql(
         f"""
         SELECT customer_id, product_id, event_type,
                CAST(event_timestamp AS TIMESTAMP) AS ts, app, device
@@ -103,7 +103,7 @@ def load_interactions(
 
 
 def read_vocabulary(con: duckdb.DuckDBPyConnection, data_dir: Path) -> Vocabulary:
-    products = con.execute(
+    products = con.sql(
         f"SELECT product_id, category FROM read_parquet('{parquet_glob(DataLayout(data_dir).clean_table('products'))}')"
     ).to_arrow_table()
     return Vocabulary.from_products(
