@@ -15,7 +15,6 @@ from training import snapshot
 from training.registry import ModelRegistry, RegisteredVersion, flatten_config
 from training.snapshot import data_snapshot_hash, file_sha256
 
-
 CONFIG = {
     "model": "sasrec",
     "optimizer": {"lr": 0.001, "schedule": {"warmup": 100}},
