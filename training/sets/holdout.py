@@ -19,17 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from persona.layout import DataLayout, parquet_glob
-from training.examples import NO_APP, NO_SEGMENT, ExampleSet, Manifest, interaction_type_code
-from training.sets.context import features_available, point_in_time_context
-from training.sets.dense import Standardiser
+from training.examples import NO_APP, NO_SEGMENT, Manifest, interaction_type_code
+from training.sets.context import features_available
 from training.sets.interactions import read_vocabulary
-from training.sets.next_item import _sample_negatives
+from training.sets.negatives import sample_negatives
 from training.sets.point_in_time import connect
 from training.sets.rows import ExampleRows
-from training.sets.write import concat_rows, snapshot_of, write_example_set
+from training.sets.write import concat_rows, finish_next_item_set
 
 _PURCHASE = interaction_type_code("purchase")
-_JUST_BEFORE = np.timedelta64(1, "us")
 
 
 def build_holdout_set(
@@ -112,7 +110,7 @@ def build_holdout_set(
     all_rows = concat_rows(parts)
     is_eval = all_rows.split != "train"
     all_rows.sampled_negatives = [
-        _sample_negatives(
+        sample_negatives(
             rng,
             vocabulary.size,
             np.unique(np.append(all_rows.history[i], all_rows.target[i])),
@@ -126,38 +124,15 @@ def build_holdout_set(
         "holdout: last-acquired product per customer (ties at random, seeded); "
         "train rows complete the remaining baskets"
     ]
-    names: list[str] = []
-    scaler = Standardiser(np.zeros(0, np.float32), np.ones(0, np.float32))
-    feature_service = version = None
-    if features_available(data_dir):
-        context = point_in_time_context(
-            con,
-            data_dir,
-            all_rows.customer_id,
-            all_rows.event_timestamp - _JUST_BEFORE,
-            tuple(vocabulary.product_ids()[1:]),
-        )
-        all_rows.segment = context.segment
-        names = context.names
-        scaler = Standardiser.fit(context.dense[all_rows.split == "train"])
-        all_rows.context_dense = scaler.apply(context.dense)
-        feature_service, version = "ranker_v1", "1"
-    manifest = Manifest(
+    return finish_next_item_set(
+        con,
+        data_dir,
+        out_dir,
+        all_rows,
+        vocabulary,
         dataset=dataset,
-        kind="next_item",
         max_len=max_len,
-        n_items=vocabulary.size,
-        dense_features=names,
-        dense_mean=scaler.mean.tolist(),
-        dense_std=scaler.std.tolist(),
-        apps=[NO_APP],
-        segments=sorted(set(all_rows.segment.tolist())),
-        devices=[],
-        feature_service=feature_service,
-        feature_service_version=version,
-        data_snapshot=snapshot_of(data_dir),
         seed=seed,
-        rows={},
+        use_features=features_available(data_dir),
         notes=notes,
     )
-    return write_example_set(ExampleSet(out_dir), all_rows, vocabulary, manifest)

@@ -23,18 +23,16 @@ import numpy as np
 from tqdm import tqdm
 
 from persona.features.catalog import SEQUENCE_LENGTH
-from training.examples import NO_APP, NO_SEGMENT, ExampleSet, Manifest, interaction_type_code
-from training.sets.context import features_available, point_in_time_context
-from training.sets.dense import Standardiser
+from training.examples import NO_APP, NO_SEGMENT, Manifest, interaction_type_code
+from training.sets.context import features_available
 from training.sets.interactions import Interactions, load_interactions, read_vocabulary
+from training.sets.negatives import sample_negatives
 from training.sets.point_in_time import connect
 from training.sets.rows import ExampleRows
-from training.sets.write import concat_rows, snapshot_of, write_example_set
+from training.sets.write import concat_rows, finish_next_item_set
 
 POSITIVE_CODES = tuple(interaction_type_code(t) for t in ("click", "apply", "purchase"))
 TrainShape = Literal["all_positions", "per_target"]
-#: A decision happens just before the event it predicts: features at ``t - 1 µs``.
-_JUST_BEFORE = np.timedelta64(1, "us")
 
 
 def build_next_item_set(
@@ -96,7 +94,7 @@ def build_next_item_set(
     ]
     is_eval = rows.split != "train"
     rows.sampled_negatives = [
-        _sample_negatives(rng, vocabulary.size, touched[i], negatives)
+        sample_negatives(rng, vocabulary.size, touched[i], negatives)
         if is_eval[i]
         else np.array([], np.int32)
         for i in tqdm(range(len(rows)), desc="sampling negatives", disable=not progress)
@@ -106,47 +104,30 @@ def build_next_item_set(
         f"train rows: {train_shape}",
         f"customers with >= {min_positives} positives: {len(kept):,}",
     ]
-    if use_features:
-        decision = rows.event_timestamp - _JUST_BEFORE
-        context = point_in_time_context(
-            con, data_dir, rows.customer_id, decision, tuple(vocabulary.product_ids()[1:])
-        )
-        rows.segment = context.segment
-        names = context.names
-        scaler = Standardiser.fit(context.dense[rows.split == "train"])
-        rows.context_dense = scaler.apply(context.dense)
-        feature_service, version = "ranker_v1", "1"
-    else:
-        names = []
-        scaler = Standardiser(np.zeros(0, np.float32), np.ones(0, np.float32))
-        rows.context_dense = np.zeros((len(rows), 0), np.float32)
-        feature_service = version = None
-        notes.append("no feature tables: sequence-only examples")
-    manifest = Manifest(
+    return finish_next_item_set(
+        con,
+        data_dir,
+        out_dir,
+        rows,
+        vocabulary,
         dataset=dataset,
-        kind="next_item",
         max_len=max_len,
-        n_items=vocabulary.size,
-        dense_features=names,
-        dense_mean=scaler.mean.tolist(),
-        dense_std=scaler.std.tolist(),
-        apps=sorted(set(rows.app.tolist())),
-        segments=sorted(set(rows.segment.tolist())),
-        devices=sorted({d for d in rows.device.tolist() if d is not None}),
-        feature_service=feature_service,
-        feature_service_version=version,
-        data_snapshot=snapshot_of(data_dir),
         seed=seed,
-        rows={},
+        use_features=use_features,
         notes=notes,
     )
-    return write_example_set(ExampleSet(out_dir), rows, vocabulary, manifest)
 
 
-def _eval_rows(
-    inter: Interactions, customers: np.ndarray, at: np.ndarray, max_len: int, split: str
+def _rows_at(
+    inter: Interactions,
+    customers: np.ndarray,
+    at: np.ndarray,
+    history: tuple[np.ndarray, np.ndarray],
+    targets: np.ndarray,
+    target: np.ndarray,
+    split: str,
 ) -> ExampleRows:
-    history, types = inter.histories(customers, at, max_len)
+    """Rows whose time, app and device are those of interaction ``at``."""
     n = len(customers)
     return ExampleRows(
         customer_id=customers,
@@ -154,13 +135,21 @@ def _eval_rows(
         app=_apps(inter.app[at]),
         segment=np.full(n, NO_SEGMENT, dtype=object),
         device=inter.device[at],
-        history=history,
-        history_types=types,
-        targets=np.zeros_like(history),
-        target=inter.item[at].astype(np.int32),
+        history=history[0],
+        history_types=history[1],
+        targets=targets,
+        target=target.astype(np.int32),
         context_dense=np.zeros((n, 0), np.float32),
         split=np.full(n, split, dtype=object),
     )
+
+
+def _eval_rows(
+    inter: Interactions, customers: np.ndarray, at: np.ndarray, max_len: int, split: str
+) -> ExampleRows:
+    history = inter.histories(customers, at, max_len)
+    targets = np.zeros_like(history[0])
+    return _rows_at(inter, customers, at, history, targets, inter.item[at], split)
 
 
 def _all_position_rows(
@@ -173,28 +162,13 @@ def _all_position_rows(
     """One row per customer: history = train interactions but the last; targets = next items."""
     has_train = valid_at - starts >= 2
     customers, starts, valid_at = customers[has_train], starts[has_train], valid_at[has_train]
-    history, types = inter.histories(customers, valid_at - 1, max_len)
+    history = inter.histories(customers, valid_at - 1, max_len)
     # targets[j] = the interaction after history[j], when it is a positive.
     next_items, next_types = inter.histories(customers, valid_at, max_len)
     starts_ok = (np.arange(-max_len, 0)[None, :] + (valid_at - 1)[:, None]) >= starts[:, None]
-    targets = np.where(starts_ok & np.isin(next_types, POSITIVE_CODES), next_items, 0).astype(
-        np.int32
-    )
-    last = valid_at - 1
-    n = len(customers)
-    return ExampleRows(
-        customer_id=customers,
-        event_timestamp=inter.timestamp[last],
-        app=_apps(inter.app[last]),
-        segment=np.full(n, NO_SEGMENT, dtype=object),
-        device=inter.device[last],
-        history=history,
-        history_types=types,
-        targets=targets,
-        target=targets[:, -1],
-        context_dense=np.zeros((n, 0), np.float32),
-        split=np.full(n, "train", dtype=object),
-    )
+    targets = np.where(starts_ok & np.isin(next_types, POSITIVE_CODES), next_items, 0)
+    targets = targets.astype(np.int32)
+    return _rows_at(inter, customers, valid_at - 1, history, targets, targets[:, -1], "train")
 
 
 def _per_target_rows(
@@ -209,44 +183,11 @@ def _per_target_rows(
     positions = [np.arange(s, v)[positive[s:v]] for s, v in zip(starts, valid_at, strict=True)]
     at = np.concatenate(positions) if positions else np.array([], np.int64)
     owner = np.repeat(customers, [len(p) for p in positions])
-    history, types = inter.histories(owner, at, max_len)
-    n = len(at)
-    targets = np.zeros_like(history)
+    history = inter.histories(owner, at, max_len)
+    targets = np.zeros_like(history[0])
     targets[:, -1] = inter.item[at]
-    return ExampleRows(
-        customer_id=owner,
-        event_timestamp=inter.timestamp[at],
-        app=_apps(inter.app[at]),
-        segment=np.full(n, NO_SEGMENT, dtype=object),
-        device=inter.device[at],
-        history=history,
-        history_types=types,
-        targets=targets,
-        target=inter.item[at].astype(np.int32),
-        context_dense=np.zeros((n, 0), np.float32),
-        split=np.full(n, "train", dtype=object),
-    )
+    return _rows_at(inter, owner, at, history, targets, inter.item[at], "train")
 
 
 def _apps(values: np.ndarray) -> np.ndarray:
     return np.asarray([v if v is not None else NO_APP for v in values], dtype=object)
-
-
-def _sample_negatives(
-    rng: np.random.Generator, n_items: int, touched: np.ndarray, k: int
-) -> np.ndarray:
-    """``k`` distinct items from 1..n_items the customer never touched (all of them if fewer)."""
-    available = n_items - len(touched)
-    if available <= k:
-        pool = np.setdiff1d(np.arange(1, n_items + 1), touched)
-        return rng.permutation(pool).astype(np.int32)
-    chosen: list[int] = []
-    seen = set(touched.tolist())
-    while len(chosen) < k:
-        for item in rng.integers(1, n_items + 1, size=2 * k).tolist():
-            if item not in seen:
-                seen.add(item)
-                chosen.append(item)
-                if len(chosen) == k:
-                    break
-    return np.asarray(chosen, dtype=np.int32)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Final
 
+import duckdb
 import numpy as np
 
 from persona.layout import DataLayout
 from training.examples import SPLITS, ExampleSet, Manifest, Vocabulary
+from training.sets.dense import Standardiser
 from training.sets.rows import ExampleRows
 from training.snapshot import data_snapshot_hash
 
@@ -44,3 +47,66 @@ def write_example_set(
     manifest = manifest.model_copy(update={"rows": counts})
     example_set.write(tables, vocabulary, manifest)
     return manifest
+
+
+#: The feature service whose views every example set's context comes from, and its version.
+FEATURE_SERVICE: Final = ("ranker_v1", "1")
+#: A next-item decision happens just before the event it predicts: features at ``t - 1 µs``.
+JUST_BEFORE: Final = np.timedelta64(1, "us")
+
+
+def finish_next_item_set(
+    con: duckdb.DuckDBPyConnection,
+    data_dir: Path,
+    out_dir: Path,
+    rows: ExampleRows,
+    vocabulary: Vocabulary,
+    *,
+    dataset: str,
+    max_len: int,
+    seed: int,
+    use_features: bool,
+    notes: list[str],
+) -> Manifest:
+    """Join point-in-time context (just before each target) when features exist, then write."""
+    from training.sets.context import point_in_time_context
+
+    feature_service: str | None = None
+    version: str | None = None
+    if use_features:
+        context = point_in_time_context(
+            con,
+            data_dir,
+            rows.customer_id,
+            rows.event_timestamp - JUST_BEFORE,
+            tuple(vocabulary.product_ids()[1:]),
+        )
+        rows.segment = context.segment
+        names = context.names
+        scaler = Standardiser.fit(context.dense[rows.split == "train"])
+        rows.context_dense = scaler.apply(context.dense)
+        feature_service, version = FEATURE_SERVICE
+    else:
+        names = []
+        scaler = Standardiser(np.zeros(0, np.float32), np.ones(0, np.float32))
+        rows.context_dense = np.zeros((len(rows), 0), np.float32)
+        notes = [*notes, "no feature tables: sequence-only examples"]
+    manifest = Manifest(
+        dataset=dataset,
+        kind="next_item",
+        max_len=max_len,
+        n_items=vocabulary.size,
+        dense_features=names,
+        dense_mean=scaler.mean.tolist(),
+        dense_std=scaler.std.tolist(),
+        apps=sorted(set(rows.app.tolist())),
+        segments=sorted(set(rows.segment.tolist())),
+        devices=sorted({d for d in rows.device.tolist() if d is not None}),
+        feature_service=feature_service,
+        feature_service_version=version,
+        data_snapshot=snapshot_of(data_dir),
+        seed=seed,
+        rows={},
+        notes=notes,
+    )
+    return write_example_set(ExampleSet(out_dir), rows, vocabulary, manifest)
