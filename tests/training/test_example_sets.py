@@ -210,3 +210,29 @@ def test_renaming_customer_ids_changes_nothing_but_the_ids(
 
 def _plain(value: object) -> object:
     return value.tolist() if isinstance(value, np.ndarray) else value
+
+
+@pytest.mark.slow
+def test_holdout_set_holds_out_each_test_customers_last_acquired_product(
+    tiny_bank: Path, tmp_path: Path
+) -> None:
+    from training.sets.holdout import build_holdout_set
+
+    example_set = ExampleSet(tmp_path / "holdout")
+    build_holdout_set(
+        tiny_bank, example_set.root, dataset="tiny", valid_share=0.2, test_share=0.2, seed=2
+    )
+    index = example_set.vocabulary().index_of()
+    holdings = pq.read_table(DataLayout(tiny_bank).clean_table("holdings")).to_pandas()
+    splits = {s: example_set.read(s).to_pandas() for s in ("train", "valid", "test")}
+    customers = {s: set(frame["customer_id"]) for s, frame in splits.items()}
+    assert not customers["train"] & customers["test"] and not customers["valid"] & customers["test"]
+    assert len(splits["test"]) == len(customers["test"]) > 50
+    assert len(splits["train"]) > len(customers["train"])  # earlier acquisitions too
+    for row in splits["test"].itertuples():
+        mine = holdings[holdings["customer_id"] == row.customer_id]
+        latest = mine[mine["opened_at"] == mine["opened_at"].max()]
+        assert row.target in {index[p] for p in latest["product_id"]}
+        rest = sorted(index[p] for p in mine["product_id"])
+        rest.remove(row.target)
+        assert sorted(h for h in row.history if h) == rest

@@ -103,11 +103,12 @@ class SequenceRanker(nn.Module):
         x = self.item_emb(history) * (self.config.d_model**0.5)
         x = x + self.pos_emb(positions)[None] + self.type_emb(inputs["history_types"])
         x = self.emb_dropout(x)
-        padding = history == 0
-        # A fully padded row would give NaN attention: let it attend to its last slot.
-        padding = padding.clone()
-        padding[:, -1] = False
-        h = self.blocks(x, mask=self.causal_mask[:length, :length], src_key_padding_mask=padding)
+        # Causal, and no query may look at padding. Every position may always see itself, so no
+        # attention row is empty (an empty row gives NaN, which the next block would spread).
+        blocked = self.causal_mask[:length, :length][None] | (history == 0)[:, None, :]
+        blocked = blocked & ~torch.eye(length, dtype=torch.bool, device=history.device)
+        mask = blocked.repeat_interleave(self.config.n_heads, dim=0)
+        h = self.blocks(x, mask=mask)
         h = self.final_norm(h)
         if self.config.use_context:
             ctx = (

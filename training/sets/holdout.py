@@ -1,11 +1,12 @@
 """Product-holding example sets (data with holdings but few dated events, e.g. the Czech bank).
 
 The protocol the issue names: per customer holding at least two products, the **last-acquired**
-product is the test target (ties on the latest opening date, such as undated payment orders that
-open with the account, are broken at random with the set's seed), and the remaining products are
-the input. Customers with at least three products get a validation row the same way from the
-rest. Training rows complete baskets: each remaining product is a target once, with the other
-remaining products as history, so no customer's held-out products reach training.
+product is held out (ties on the latest opening date, such as undated payment orders that open
+with the account, are broken at random with the set's seed) and the remaining products are the
+input. Customers are split at random (seeded) into training, validation and test customers, so
+the model learns the same question it is tested on from other customers: training customers give
+one row per acquisition after their first (each time, "what came next, holding the rest?"),
+validation and test customers one row: their last acquisition.
 
 History order is opening time, then product id; every history entry is a ``purchase``. Point-in-
 time features are joined just before each target's opening time.
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from persona.layout import DataLayout, parquet_glob
-from training.examples import NO_APP, NO_SEGMENT, Manifest, interaction_type_code
+from training.examples import NO_APP, NO_SEGMENT, SPLITS, Manifest, interaction_type_code
 from training.sets.context import features_available
 from training.sets.interactions import read_vocabulary
 from training.sets.negatives import sample_negatives
@@ -37,8 +38,13 @@ def build_holdout_set(
     dataset: str,
     max_len: int = 20,
     negatives: int = 100,
+    valid_share: float = 0.15,
+    test_share: float = 0.15,
     seed: int = 0,
 ) -> Manifest:
+    if not (0 < valid_share < 1 and 0 < test_share < 1 and valid_share + test_share < 1):
+        raise ValueError("valid_share/test_share: each in (0, 1), together below 1")
+    split_shares = [1.0 - valid_share - test_share, valid_share, test_share]
     con = connect()
     vocabulary = read_vocabulary(con, data_dir)
     index = vocabulary.index_of()
@@ -63,22 +69,18 @@ def build_holdout_set(
     for s, e in itertools.pairwise(bounds):
         if e - s < 2:
             continue
+        split = str(rng.choice(SPLITS, p=split_shares))
         owned = list(range(s, e))
-        held_out: list[tuple[str, int]] = []
-        for split in ("test", "valid"):
-            if len(owned) < (2 if split == "test" else 3):
-                break
+        # Peel off the last-acquired product, then (training customers only) the one before it,
+        # and so on: each row asks "what did this customer acquire next, holding the rest?".
+        while len(owned) >= 2:
             latest = max(opened[i] for i in owned)
             tied = [i for i in owned if opened[i] == latest]
             pick = tied[int(rng.integers(len(tied)))] if len(tied) > 1 else tied[0]
             owned.remove(pick)
-            held_out.append((split, pick))
-        for split, pick in held_out:
-            # Validation rows must not see the test target either: history = what remains.
             rows[split].append((customers[s], items[owned], items[pick], opened[pick]))
-        for i in owned:
-            rest = [j for j in owned if j != i]
-            rows["train"].append((customers[s], items[rest], items[i], opened[i]))
+            if split != "train":
+                break
 
     parts = []
     for split, entries in rows.items():
@@ -121,8 +123,9 @@ def build_holdout_set(
         for i in range(len(all_rows))
     ]
     notes = [
-        "holdout: last-acquired product per customer (ties at random, seeded); "
-        "train rows complete the remaining baskets"
+        "holdout: last-acquired product per customer (ties at random, seeded); customers "
+        f"split {split_shares} into train/valid/test; training customers also give a row per "
+        "earlier acquisition"
     ]
     return finish_next_item_set(
         con,
