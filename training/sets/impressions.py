@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from persona.features.catalog import SEQUENCE_LENGTH
 from persona.layout import DataLayout, parquet_glob
@@ -173,27 +174,37 @@ def build_impression_set(
     return write_example_set(ExampleSet(out_dir), rows, vocabulary, manifest)
 
 
-def _eligible(products, index, apps, customer_type, consent, held, target) -> list[np.ndarray]:
+def _eligible(
+    products: pa.Table,
+    index: dict[str, int],
+    apps: np.ndarray,
+    customer_type: np.ndarray,
+    consent: np.ndarray,
+    held: list[list[str]],
+    target: np.ndarray,
+) -> list[np.ndarray]:
     """Per request, the products the bank's hard rules allow (the clicked one always included)."""
-    product_ids = products.column("product_id").to_pylist()
-    item = np.array([index[p] for p in product_ids], np.int32)
-    in_app = {
-        a: np.array([a in (apps_ or []) for apps_ in products.column("apps").to_pylist()])
-        for a in set(apps.tolist())
-    }
-    types = products.column("customer_types").to_pylist()
-    for_type = {t: np.array([t in (ts or []) for ts in types]) for t in set(customer_type.tolist())}
-    marketing = np.asarray(products.column("is_marketing_offer").to_pylist(), dtype=bool)
+    item = np.array([index[p] for p in products.column("product_id").to_pylist()], np.int32)
+    order = np.argsort(item)
+    item = item[order]
+    apps_of = [products.column("apps").to_pylist()[i] or [] for i in order]
+    types_of = [products.column("customer_types").to_pylist()[i] or [] for i in order]
+    marketing = np.asarray(products.column("is_marketing_offer").to_pylist(), dtype=bool)[order]
+    allowed_for: dict[tuple[object, object, bool], np.ndarray] = {}
+    position = {int(it): k for k, it in enumerate(item)}
     out = []
     for r in range(len(apps)):
-        mask = in_app[apps[r]] & for_type[customer_type[r]]
-        if not consent[r]:
-            mask &= ~marketing
-        held_items = set(held[r])
-        allowed = [
-            i for i, p, m in zip(item, product_ids, mask, strict=True) if m and p not in held_items
-        ]
-        if target[r] and target[r] not in allowed:
-            allowed.append(int(target[r]))
-        out.append(np.sort(np.asarray(allowed, np.int32)))
+        key = (apps[r], customer_type[r], bool(consent[r]))
+        if key not in allowed_for:
+            mask = np.array([apps[r] in a for a in apps_of]) & np.array(
+                [customer_type[r] in t for t in types_of]
+            )
+            allowed_for[key] = mask if consent[r] else mask & ~marketing
+        mask = allowed_for[key].copy()
+        for product in held[r]:
+            if product in index:
+                mask[position[index[product]]] = False
+        if target[r]:
+            mask[position[int(target[r])]] = True
+        out.append(item[mask])
     return out
