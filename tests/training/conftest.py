@@ -46,6 +46,7 @@ def tiny_impressions(tiny_bank: Path, tmp_path_factory: pytest.TempPathFactory) 
 def ray_session() -> Iterator[None]:
     import ray
 
-    ray.init(include_dashboard=False, num_cpus=3, configure_logging=False, log_to_driver=False)
+    if not ray.is_initialized():  # the CLI demo test may have started one in this process
+        ray.init(include_dashboard=False, num_cpus=3, configure_logging=False, log_to_driver=False)
     yield
     ray.shutdown()
