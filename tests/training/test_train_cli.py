@@ -66,7 +66,10 @@ def test_build_train_evaluate_register_end_to_end(
     serving = registry.serving_version("persona-ranker", "rib")
     assert serving is not None and serving.version == 1
     assert serving.feature_service == "ranker_v1"
-    assert serving.data_snapshot == json.loads((examples / "manifest.json").read_text())["data_snapshot"]
+    assert (
+        serving.data_snapshot
+        == json.loads((examples / "manifest.json").read_text())["data_snapshot"]
+    )
     assert registry.serving_version("persona-ranker", "cib") is None
     assert (registry.load_dir("persona-ranker", 1) / "model.pt").exists()
 
