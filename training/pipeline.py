@@ -20,9 +20,9 @@ from typing import Any, Final
 import psutil
 from pydantic import BaseModel
 
-from training.config import TrainConfig
+from training.config import Protocol, TrainConfig
 from training.evaluation import EvaluationResult, evaluate, write_report
-from training.examples import ExampleSet
+from training.examples import ExampleSet, Split
 from training.models import GlobalPopularity, SegmentPopularity, TabularRanker
 from training.models.sequence_ranker import SequenceRankerConfig, TransformerRanker
 from training.ranker import Ranker
@@ -71,11 +71,18 @@ def fit_baselines(config: TrainConfig, example_set: ExampleSet) -> list[Ranker]:
 
 
 def evaluate_all(
-    rankers: list[Ranker], example_set: ExampleSet, config: TrainConfig, *, progress: bool
+    rankers: list[Ranker],
+    example_set: ExampleSet,
+    protocols: list[Protocol],
+    *,
+    k: int = 10,
+    split: Split = "test",
+    progress: bool = False,
 ) -> list[EvaluationResult]:
+    """Every ranker under every protocol on one split (LightGBM skips huge full catalogues)."""
     n_items = example_set.manifest().n_items
     results = []
-    for protocol in config.test_protocols:
+    for protocol in protocols:
         for ranker in rankers:
             if (
                 ranker.name == "lightgbm"
@@ -87,9 +94,9 @@ def evaluate_all(
                 evaluate(
                     ranker,
                     example_set,
-                    split="test",
+                    split=split,
                     protocol=protocol,
-                    k=config.eval_k,
+                    k=k,
                     batch_size=256,
                     group_by=("app", "segment"),
                     progress=progress,
@@ -130,7 +137,9 @@ def run_training(
 
     transformer = TransformerRanker.load(model_dir, name=TRANSFORMER)
     rankers: list[Ranker] = [transformer, *fit_baselines(config, example_set)]
-    results = evaluate_all(rankers, example_set, config, progress=progress)
+    results = evaluate_all(
+        rankers, example_set, config.test_protocols, k=config.eval_k, progress=progress
+    )
     baselines = best_baselines(results, config.eval_k)
     primary = config.test_protocols[0]
     report = write_report(

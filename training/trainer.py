@@ -65,11 +65,42 @@ def learning_rate_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[
     return factor
 
 
+def batch_loss(
+    core: Any,
+    hidden: Any,
+    inputs: dict[str, Any],
+    columns: dict[str, np.ndarray],
+    config: TrainConfig,
+) -> Any:
+    """Cross-entropy over the catalogue at every position with a target, plus the click loss
+    (binary cross-entropy of the logged slate's items against their clicks) where slates exist."""
+    import torch
+    import torch.nn.functional as F
+
+    targets = inputs["targets"]
+    mask = targets > 0
+    loss = torch.zeros((), device=hidden.device)
+    if bool(mask.any()):
+        logits = core.catalogue_logits(hidden[mask])
+        loss = loss + F.cross_entropy(
+            logits, targets[mask] - 1, label_smoothing=config.label_smoothing
+        )
+    if config.bce_weight > 0 and any(len(s) for s in columns["shown"]):
+        shown, valid = _padded(columns["shown"])
+        labels, _ = _padded(columns["shown_labels"], shown.shape[1])
+        scores = core.item_scores(hidden[:, -1, :], torch.as_tensor(shown, device=hidden.device))
+        valid_t = torch.as_tensor(valid, device=hidden.device)
+        clicked = torch.as_tensor(labels, device=hidden.device, dtype=torch.float32)
+        loss = loss + config.bce_weight * F.binary_cross_entropy_with_logits(
+            scores[valid_t], clicked[valid_t]
+        )
+    return loss
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> list[dict[str, float]] | None:
     """What each Ray Train worker runs (the config arrives as a plain dict)."""
     import ray.train
     import torch
-    import torch.nn.functional as F
     from ray.train import Checkpoint
     from ray.train.torch import get_device, prepare_model
 
@@ -107,7 +138,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> list[dict[str, float]]
     )
     best, since_best, stop = -1.0, 0, False
     history: list[dict[str, float]] = []
-    samples_total, train_seconds = 0, 0.0
     for epoch in range(config.epochs):
         model.train()
         started = time.perf_counter()
@@ -121,27 +151,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> list[dict[str, float]]
         ):
             inputs = encoder.encode(columns, device)
             hidden = model(inputs)
-            targets = inputs["targets"]
-            mask = targets > 0
-            loss = torch.zeros((), device=device)
-            if bool(mask.any()):
-                user = hidden[mask]
-                logits = core.catalogue_logits(user)
-                loss = loss + F.cross_entropy(
-                    logits, targets[mask] - 1, label_smoothing=config.label_smoothing
-                )
-            shown_lengths = [len(s) for s in columns["shown"]]
-            if config.bce_weight > 0 and any(shown_lengths):
-                shown, valid = _padded(columns["shown"])
-                labels, _ = _padded(columns["shown_labels"], shown.shape[1])
-                shown_t = torch.as_tensor(shown, device=device)
-                scores = core.item_scores(hidden[:, -1, :], shown_t)
-                valid_t = torch.as_tensor(valid, device=device)
-                bce = F.binary_cross_entropy_with_logits(
-                    scores[valid_t],
-                    torch.as_tensor(labels, device=device, dtype=torch.float32)[valid_t],
-                )
-                loss = loss + config.bce_weight * bce
+            loss = batch_loss(core, hidden, inputs, columns, config)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -149,8 +159,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> list[dict[str, float]]
             losses.append(float(loss.detach()))
             samples += len(columns["targets"])
         epoch_seconds = time.perf_counter() - started
-        samples_total += samples * world
-        train_seconds += epoch_seconds
 
         metrics: dict[str, float] = {
             "epoch": epoch + 1,

@@ -137,11 +137,11 @@ def evaluate_command(
     import json
 
     with user_errors():
-        from training.evaluation import evaluate, write_report
+        from training.evaluation import write_report
         from training.examples import ExampleSet
         from training.models import GlobalPopularity, SegmentPopularity, TabularRanker
         from training.models.sequence_ranker import TransformerRanker
-        from training.pipeline import best_baselines
+        from training.pipeline import best_baselines, evaluate_all
 
         if split not in ("valid", "test"):
             raise ValueError(f"split: must be valid or test, got {split!r}")
@@ -163,11 +163,10 @@ def evaluate_command(
             if folder.name in loaders:
                 rankers.append(loaders[folder.name].load(folder))
         protocols = protocol or ["sampled", "full"]
-        results = [
-            evaluate(r, example_set, split, p, group_by=("app", "segment"), progress=True)  # type: ignore[arg-type]
-            for p in protocols
-            for r in rankers
-        ]
+        unknown = sorted(set(protocols) - {"sampled", "full", "candidates"})
+        if unknown:
+            raise ValueError(f"protocol: {unknown} not one of sampled, full, candidates")
+        results = evaluate_all(rankers, example_set, protocols, split=split, progress=True)  # type: ignore[arg-type]
         baselines = best_baselines(results, 10)
         paths = write_report(
             results,
