@@ -12,12 +12,12 @@ config's ``output_dir``::
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import time
 from pathlib import Path
 from typing import Any, Final
 
-import psutil
 from pydantic import BaseModel
 
 from training.config import Protocol, TrainConfig
@@ -43,7 +43,8 @@ class RunSummary(BaseModel):
     best_epoch: int
     best_valid_ndcg: float
     train_samples_per_second: float
-    peak_rss_mb: float
+    peak_rss_mb: float  # the training worker's peak
+    driver_peak_rss_mb: float  # this process: example loading, baselines, evaluation
     test: dict[str, dict[str, float | None]]  # "model/protocol" -> metrics
     lift_vs_best_baseline: dict[str, float | None]  # protocol -> relative NDCG lift
     best_baseline: dict[str, str]  # protocol -> baseline name
@@ -176,10 +177,8 @@ def run_training(
         best_epoch=int(best.get("epoch", 0)),
         best_valid_ndcg=float(best.get(valid_key, float("nan"))),
         train_samples_per_second=_mean(h.get("samples_per_second") for h in history),
-        peak_rss_mb=max(
-            [float(h.get("peak_rss_mb", 0.0)) for h in history]
-            + [psutil.Process().memory_info().rss / 2**20]
-        ),
+        peak_rss_mb=max([float(h.get("peak_rss_mb", 0.0)) for h in history] or [0.0]),
+        driver_peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         test=test,
         lift_vs_best_baseline=lifts,
         best_baseline=baselines,
@@ -196,7 +195,8 @@ def _register(
 ) -> int:
     from training.registry import ModelRegistry
 
-    assert config.registry.root is not None
+    if config.registry.root is None:
+        raise ValueError("registry.root: no registry configured")
     registry = ModelRegistry(config.registry.root)
     metrics = {
         f"test_{r.protocol}_{name.replace('@', '_at_')}": float(value)
