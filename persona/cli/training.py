@@ -51,39 +51,20 @@ def build_examples_command(
 ) -> None:
     """Build labelled examples with point-in-time features from canonical data."""
     with user_errors():
+        common = {"dataset": data_dir.name, "max_len": max_len, "seed": seed}
         if kind is SetKind.next_item:
             from training.sets.next_item import build_next_item_set
 
-            manifest = build_next_item_set(
-                data_dir,
-                out,
-                dataset=data_dir.name,
-                max_len=max_len,
-                negatives=negatives,
-                seed=seed,
-            )
+            manifest = build_next_item_set(data_dir, out, negatives=negatives, **common)
         elif kind is SetKind.holdout:
             from training.sets.holdout import build_holdout_set
 
-            manifest = build_holdout_set(
-                data_dir,
-                out,
-                dataset=data_dir.name,
-                max_len=max_len,
-                negatives=negatives,
-                seed=seed,
-            )
+            manifest = build_holdout_set(data_dir, out, negatives=negatives, **common)
         else:
             from training.sets.impressions import build_impression_set
 
             manifest = build_impression_set(
-                data_dir,
-                out,
-                dataset=data_dir.name,
-                max_len=max_len,
-                valid_days=valid_days,
-                test_days=test_days,
-                seed=seed,
+                data_dir, out, valid_days=valid_days, test_days=test_days, **common
             )
     console.print_json(
         manifest.model_dump_json(exclude={"dense_mean", "dense_std", "dense_features"})

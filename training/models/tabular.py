@@ -19,6 +19,7 @@ LightGBM runs in deterministic, row-wise mode, so two fits give identical models
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,15 +93,7 @@ class Rows:
         )
 
     def take(self, index: np.ndarray | slice) -> Rows:
-        return Rows(
-            context_dense=self.context_dense[index],
-            app=self.app[index],
-            device=self.device[index],
-            segment=self.segment[index],
-            request_hour=self.request_hour[index],
-            request_day_of_week=self.request_day_of_week[index],
-            history=self.history[index],
-        )
+        return Rows(**{f.name: getattr(self, f.name)[index] for f in dataclasses.fields(self)})
 
     def with_history(self, history: np.ndarray) -> Rows:
         return Rows(
