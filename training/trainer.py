@@ -198,6 +198,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> list[dict[str, float]]
                 dist.broadcast(flag, src=0)
                 stop = bool(flag.item())
             ray.train.report(metrics, checkpoint=checkpoint)
+        if rank == 0:
+            print(  # forwarded to the driver's console as this worker's progress
+                f"epoch {epoch + 1}/{config.epochs}: loss {metrics['train_loss']:.4f}, "
+                f"valid NDCG@{config.eval_k} {metrics[f'valid_ndcg@{config.eval_k}']:.4f} "
+                f"(best {best:.4f}), {epoch_seconds:.0f} s, "
+                f"{metrics['samples_per_second']:.0f} samples/s",
+                flush=True,
+            )
         history.append(metrics)
         if stop:
             break
@@ -216,6 +224,9 @@ def fit(config: TrainConfig, model_config: dict[str, Any]) -> tuple[Path, list[d
     if not ray.is_initialized():
         ray.init(
             include_dashboard=False,
+            # Without the dashboard, Ray Train's placement-group cleaner warns every few seconds
+            # that the state API is unavailable; rank 0 prints each epoch itself (see above).
+            logging_config=ray.LoggingConfig(log_level="ERROR"),
             num_cpus=max(int(config.scaling.cpus_per_worker * config.scaling.num_workers), 1) + 1,
             log_to_driver=True,
             configure_logging=False,
