@@ -96,15 +96,7 @@ class Rows:
         return Rows(**{f.name: getattr(self, f.name)[index] for f in dataclasses.fields(self)})
 
     def with_history(self, history: np.ndarray) -> Rows:
-        return Rows(
-            context_dense=self.context_dense,
-            app=self.app,
-            device=self.device,
-            segment=self.segment,
-            request_hour=self.request_hour,
-            request_day_of_week=self.request_day_of_week,
-            history=history,
-        )
+        return dataclasses.replace(self, history=history)
 
     def __len__(self) -> int:
         return len(self.history)

@@ -21,13 +21,13 @@ import pyarrow as pa
 
 from persona.features.catalog import SEQUENCE_LENGTH
 from persona.layout import DataLayout, parquet_glob
-from training.examples import NO_DEVICE, ExampleSet, Manifest
+from training.examples import NO_DEVICE, Manifest
 from training.sets.context import features_available, point_in_time_context
 from training.sets.dense import Standardiser
 from training.sets.interactions import load_interactions, read_vocabulary
 from training.sets.point_in_time import connect
 from training.sets.rows import ExampleRows
-from training.sets.write import snapshot_of, write_example_set
+from training.sets.write import FEATURE_SERVICE, write_with_manifest
 
 
 def build_impression_set(
@@ -150,28 +150,23 @@ def build_impression_set(
         ],
         split=split.astype(object),
     )
-    manifest = Manifest(
+    return write_with_manifest(
+        data_dir,
+        out_dir,
+        rows,
+        vocabulary,
         dataset=dataset,
         kind="impressions",
         max_len=max_len,
-        n_items=vocabulary.size,
         dense_features=context.names,
-        dense_mean=scaler.mean.tolist(),
-        dense_std=scaler.std.tolist(),
-        apps=sorted(set(apps.tolist())),
-        segments=sorted(set(context.segment.tolist())),
-        devices=sorted(set(rows.device.tolist())),
-        feature_service="ranker_v1",
-        feature_service_version="1",
-        data_snapshot=snapshot_of(data_dir),
+        scaler=scaler,
+        feature_service=FEATURE_SERVICE,
         seed=seed,
-        rows={},
         notes=[
             f"{n:,} requests; test from {test_from}, validation from {valid_from}",
             f"click rate per request {float((target > 0).mean()):.4f}",
         ],
     )
-    return write_example_set(ExampleSet(out_dir), rows, vocabulary, manifest)
 
 
 def _eligible(

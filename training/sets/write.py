@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 import duckdb
 import numpy as np
@@ -91,19 +91,51 @@ def finish_next_item_set(
         scaler = Standardiser(np.zeros(0, np.float32), np.ones(0, np.float32))
         rows.context_dense = np.zeros((len(rows), 0), np.float32)
         notes = [*notes, "no feature tables: sequence-only examples"]
-    manifest = Manifest(
+    return write_with_manifest(
+        data_dir,
+        out_dir,
+        rows,
+        vocabulary,
         dataset=dataset,
         kind="next_item",
         max_len=max_len,
-        n_items=vocabulary.size,
         dense_features=names,
+        scaler=scaler,
+        feature_service=(feature_service, version) if feature_service else None,
+        seed=seed,
+        notes=notes,
+    )
+
+
+def write_with_manifest(
+    data_dir: Path,
+    out_dir: Path,
+    rows: ExampleRows,
+    vocabulary: Vocabulary,
+    *,
+    dataset: str,
+    kind: Literal["next_item", "impressions"],
+    max_len: int,
+    dense_features: list[str],
+    scaler: Standardiser,
+    feature_service: tuple[str, str] | None,
+    seed: int,
+    notes: list[str],
+) -> Manifest:
+    """Describe ``rows`` in a manifest (vocabularies read off the rows) and write the set."""
+    manifest = Manifest(
+        dataset=dataset,
+        kind=kind,
+        max_len=max_len,
+        n_items=vocabulary.size,
+        dense_features=dense_features,
         dense_mean=scaler.mean.tolist(),
         dense_std=scaler.std.tolist(),
         apps=sorted(set(rows.app.tolist())),
         segments=sorted(set(rows.segment.tolist())),
         devices=sorted({d for d in rows.device.tolist() if d is not None}),
-        feature_service=feature_service,
-        feature_service_version=version,
+        feature_service=feature_service[0] if feature_service else None,
+        feature_service_version=feature_service[1] if feature_service else None,
         data_snapshot=snapshot_of(data_dir),
         seed=seed,
         rows={},
