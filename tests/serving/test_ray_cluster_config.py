@@ -142,3 +142,21 @@ def test_ray_up_validation_rejects_a_broken_copy(
     break_config(broken)
     with pytest.raises(error, match=re.escape(message)):
         validate_like_ray_up(broken)
+
+
+def test_serve_config_is_valid_for_serve_deploy() -> None:
+    """serve_config.yaml parses with Serve's own schema, its args with ServingArgs, and every
+    deployment has fractional CPUs and an autoscaling_config."""
+    from ray.serve.schema import ServeDeploySchema
+
+    from serving.settings import ServingArgs
+
+    root = Path(__file__).resolve().parents[2]
+    config = ServeDeploySchema.model_validate(yaml.safe_load((root / "serve_config.yaml").read_text()))
+    (application,) = config.applications
+    ServingArgs.model_validate(application.args)
+    names = {d.name for d in application.deployments}
+    assert names == {"Ingress", "FeaturesStage", "RetrievalStage", "RankingStage", "RulesStage", "EventsStage"}
+    for deployment in application.deployments:
+        assert 0 < deployment.ray_actor_options.num_cpus < 1, deployment.name
+        assert deployment.autoscaling_config, deployment.name
