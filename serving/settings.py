@@ -32,6 +32,7 @@ class ServingArgs(BaseModel):
     )
     online_store: Literal["redis", "sqlite"] = "redis"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    feast_project: str = Field("persona", pattern=r"^[a-z][a-z0-9_]*$")
     registry_root: Path | None = Field(
         None, description="MLflow registry (default: <data_dir>/registry)"
     )
@@ -75,4 +76,5 @@ class ServingArgs(BaseModel):
             data_dir=self.data_dir,
             online_store=self.online_store,
             redis_url=self.redis_url,
+            feast_project=self.feast_project,
         )

@@ -105,7 +105,8 @@ class FeaturesStage:
         return self.reader.fetch(customer_id)
 
     def __del__(self) -> None:
-        self.reader.stop()
+        if hasattr(self, "reader"):
+            self.reader.stop()
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
@@ -386,4 +387,5 @@ class EventsStage:
         return self.processor.flush()
 
     def __del__(self) -> None:
-        self.worker.stop()
+        if hasattr(self, "worker"):
+            self.worker.stop()

@@ -3,7 +3,8 @@
 simulate → validate → build features (DuckDB) → feast apply → materialise → read one
 customer's online feature vector → build labelled examples from the logged impressions
 (point-in-time features) → train the transformer with Ray Train → evaluate it beside the
-baselines → register it (MLflow) as serving for every app, then say where everything is.
+baselines → register it (MLflow) as serving for every app → start the Ray Serve graph and call
+it as the four apps would (recommendations, events) → say where everything is.
 """
 
 from __future__ import annotations
@@ -97,6 +98,11 @@ def demo_command(
         summary = _train_and_evaluate(root, epochs, seed, step)
         timings["train_and_evaluate"] = time.perf_counter() - started
     console.print(_results_table(summary))
+
+    with user_errors():
+        started = step("9. serve: Ray Serve graph over HTTP, real requests from all four apps")
+        served = _serve_and_call(root)
+        timings["serve"] = time.perf_counter() - started
     layout = DataLayout(root)
     console.print(
         Panel.fit(
@@ -115,6 +121,9 @@ def demo_command(
                     f"evaluation report   {summary.report} (+ metrics.json, PNG plots)",
                     f"model registry      {root / 'registry'} (MLflow; version "
                     f"{summary.registered_version} serving rib, cib, nli, imobile)",
+                    f"served responses    {served}",
+                    f"live event log      {root / 'serving' / 'events'} (Parquet, from /v1/events)",
+                    f"serve it yourself   persona serve --data-dir {root}  → http://127.0.0.1:8000/docs",
                     f"timings (s)         {json.dumps({k: round(v, 1) for k, v in timings.items()})}",
                     "next                persona features show --customer-id "
                     f"{customer_id} --data-dir {root}",
@@ -151,6 +160,116 @@ def _train_and_evaluate(root: Path, epochs: int, seed: int, step: Callable[[str]
         registry={"root": root / "registry", "serve_apps": ["rib", "cib", "nli", "imobile"]},
     )
     return run_training(config, progress=False)
+
+
+def _serve_and_call(root: Path) -> Path:
+    """Start the graph, call it as the four apps would, print the answers; returns the JSON."""
+    import socket
+    import statistics
+
+    import requests
+
+    from persona.cli.serving import build_serving_priors, serving_args_for
+    from serving.runner import start_serving, stop_serving
+    from serving.settings import ServingArgs
+
+    build_serving_priors(root)
+    args = serving_args_for(root)
+    assert isinstance(args, ServingArgs)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    url = start_serving(args, port=port)
+    console.print(f"serving at {url} (OpenAPI at {url}/docs)")
+    glob = parquet_glob(DataLayout(root).clean_table("customers"))
+    with duckdb.connect() as con:
+        retail = [
+            r[0]
+            for r in con.sql(
+                f"SELECT customer_id FROM read_parquet('{glob}') WHERE customer_type = 'retail' "
+                "AND consent_marketing ORDER BY customer_id LIMIT 3"
+            ).fetchall()
+        ]
+        corporate = [
+            r[0]
+            for r in con.sql(
+                f"SELECT customer_id FROM read_parquet('{glob}') WHERE customer_type = 'corporate' "
+                "ORDER BY customer_id LIMIT 3"
+            ).fetchall()
+        ]
+    responses: list[dict[str, Any]] = []
+    try:
+        for app in ("rib", "cib", "nli", "imobile"):
+            for customer_id in corporate if app == "cib" else retail:
+                answer = requests.post(
+                    f"{url}/v1/recommendations",
+                    json={"customer_id": customer_id, "app": app, "context": {"device": "ios"}},
+                    headers={"X-API-Key": f"demo-{app}-key"},
+                    timeout=30,
+                )
+                answer.raise_for_status()
+                responses.append({"customer_id": customer_id, "app": app, **answer.json()})
+        console.print(_responses_table(responses))
+        first = next(r for r in responses if r["items"])
+        events = [
+            {
+                "customer_id": first["customer_id"],
+                "app": first["app"],
+                "event_type": kind,
+                "product_id": first["items"][0]["product_id"],
+                "request_id": first["request_id"],
+            }
+            for kind in ("impression", "click")
+        ]
+        ack = requests.post(
+            f"{url}/v1/events",
+            json={"events": events},
+            headers={"X-API-Key": f"demo-{first['app']}-key"},
+            timeout=30,
+        ).json()
+        console.print(
+            f"events: {ack['accepted']} accepted, durable={ack['durable']}, "
+            f"applied online={ack['online_applied']}"
+        )
+        latencies = []
+        for i in range(100):
+            t0 = time.perf_counter()
+            requests.post(
+                f"{url}/v1/recommendations",
+                json={"customer_id": retail[i % len(retail)], "app": "rib"},
+                headers={"X-API-Key": "demo-rib-key"},
+                timeout=30,
+            ).raise_for_status()
+            latencies.append((time.perf_counter() - t0) * 1e3)
+        quantiles = statistics.quantiles(latencies, n=100)
+        console.print(
+            f"100 sequential requests: p50 {quantiles[49]:.1f} ms, p99 {quantiles[98]:.1f} ms"
+        )
+    finally:
+        stop_serving()
+    out = root / "serving" / "demo_responses.json"
+    out.write_text(json.dumps(responses, indent=1))
+    return out
+
+
+def _responses_table(responses: list[dict[str, Any]]) -> Table:
+    table = Table(title="POST /v1/recommendations, as the four apps call it")
+    for column in ("app", "customer", "variant / model", "items (score) and reasons", "ms"):
+        table.add_column(column, overflow="fold")
+    for r in responses:
+        items = "\n".join(
+            f"{i['rank']}. {i['product_id']} ({i['score']:.3f}) {', '.join(i['reasons'][-3:])}"
+            for i in r["items"]
+        )
+        degraded = " [red]degraded[/red]" if r["degraded"] else ""
+        table.add_row(
+            r["app"],
+            str(r["customer_id"]),
+            f"{r['variant']} / {r['model_version']}{degraded}",
+            items or "(none eligible)",
+            f"{r['latency_ms']:.1f}",
+        )
+    return table
 
 
 def _results_table(summary: Any) -> Table:

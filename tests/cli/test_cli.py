@@ -89,6 +89,12 @@ def test_demo_runs_end_to_end_and_prints_an_online_vector(
     assert "where to look" in result.output
     assert (tmp_path / "validation_report.json").exists()
     assert (tmp_path / "features" / "customer_sequence" / "data.parquet").exists()
+    assert "POST /v1/recommendations" in result.output
+    served = json.loads((tmp_path / "serving" / "demo_responses.json").read_text())
+    assert {r["app"] for r in served} == {"rib", "cib", "nli", "imobile"}
+    assert all(r["items"] for r in served if r["app"] != "cib"), served
+    if online_store == "redis":
+        assert not any(r["degraded"] for r in served), served
 
 
 def test_bad_setting_in_the_environment_names_the_variable(

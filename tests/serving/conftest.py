@@ -13,16 +13,15 @@ from pathlib import Path
 
 import pytest
 import redis
-import torch
 
 from persona.features.build import build_features
 from persona.settings import PersonaSettings
 from persona.simulator import SimulationConfig, simulate_bank
 from persona.validation import validate_dataset
 from serving.priors import build_priors
+from serving.scaffold import register_initialised_model
 from serving.settings import Budgets, ServingArgs
 from training.examples import ExampleSet
-from training.models.sequence_ranker import SequenceRanker, SequenceRankerConfig
 from training.registry import ModelRegistry
 from training.sets.impressions import build_impression_set
 
@@ -96,28 +95,9 @@ class ServingStack:
 def register_model(
     data_dir: Path, examples: ExampleSet, registry: ModelRegistry, seed: int
 ) -> Path:
-    """A real transformer of the example set's shape (initialised, seeded), registered for all
-    apps. Its ranking quality is the training tests' business; serving needs a real model."""
-    torch.manual_seed(seed)
-    manifest = examples.manifest()
-    model = SequenceRanker(SequenceRankerConfig.for_manifest(manifest, d_model=16, n_blocks=1))
+    """A real transformer of the example set's shape, registered as serving for every app."""
     model_dir = data_dir / f"model_seed{seed}"
-    model.save(model_dir)
-    shutil.copy2(examples.manifest_path, model_dir / "manifest.json")
-    shutil.copy2(examples.vocabulary_path, model_dir / "vocabulary.json")
-    version = registry.register_run(
-        model_name="persona-ranker",
-        model_dir=model_dir,
-        config={"seed": seed},
-        metrics={},
-        feature_service=manifest.feature_service or "none",
-        feature_service_version=manifest.feature_service_version or "none",
-        data_snapshot=manifest.data_snapshot,
-        seed=seed,
-        dataset=manifest.dataset,
-    )
-    for app in KEYS:
-        registry.mark_serving("persona-ranker", version.version, app)
+    register_initialised_model(examples, registry, model_dir, seed=seed, d_model=16, n_blocks=1)
     return model_dir
 
 

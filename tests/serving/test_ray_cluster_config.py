@@ -152,11 +152,20 @@ def test_serve_config_is_valid_for_serve_deploy() -> None:
     from serving.settings import ServingArgs
 
     root = Path(__file__).resolve().parents[2]
-    config = ServeDeploySchema.model_validate(yaml.safe_load((root / "serve_config.yaml").read_text()))
+    config = ServeDeploySchema.model_validate(
+        yaml.safe_load((root / "serve_config.yaml").read_text())
+    )
     (application,) = config.applications
     ServingArgs.model_validate(application.args)
     names = {d.name for d in application.deployments}
-    assert names == {"Ingress", "FeaturesStage", "RetrievalStage", "RankingStage", "RulesStage", "EventsStage"}
+    assert names == {
+        "Ingress",
+        "FeaturesStage",
+        "RetrievalStage",
+        "RankingStage",
+        "RulesStage",
+        "EventsStage",
+    }
     for deployment in application.deployments:
         assert 0 < deployment.ray_actor_options.num_cpus < 1, deployment.name
         assert deployment.autoscaling_config, deployment.name
