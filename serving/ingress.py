@@ -248,7 +248,11 @@ class Ingress:
         if unknown:
             self.metrics.requests.labels("events", app, "422").inc()
             raise ApiError(422, f"product_id: unknown product(s) {unknown[:5]}")
-        ack: EventAck = await self.events.ingest.remote(body.events)
+        try:
+            ack: EventAck = await self.events.ingest.remote(body.events)
+        except ValueError as error:  # a record the write-ahead log refuses: nothing was written
+            self.metrics.requests.labels("events", app, "422").inc()
+            raise ApiError(422, f"events: {error}") from error
         self.metrics.requests.labels("events", app, "200").inc()
         for e in body.events:
             self.metrics.events.labels(app, e.event_type).inc()
@@ -273,20 +277,23 @@ class Ingress:
 
     @api.get("/readyz")
     async def readyz(self) -> JSONResponse:
-        """Ready when every stage answers and the ranking stage holds a model for every app."""
+        """Ready when every stage answers. Apps whose model is missing are listed: they are
+        served from priors (``degraded``) until a version is registered and reloaded."""
         try:
-            status = await asyncio.wait_for(self.ranking.status.remote(), 2.0)
-            rules_version = await asyncio.wait_for(self.rules.rules_version.remote(), 2.0)
+            status = await asyncio.wait_for(self.ranking.status.remote(), 5.0)
+            rules_version = await asyncio.wait_for(self.rules.rules_version.remote(), 5.0)
+            await asyncio.wait_for(self.features.ping.remote(), 5.0)
+            await asyncio.wait_for(self.retrieval.ping.remote(), 5.0)
+            await asyncio.wait_for(self.events.ping.remote(), 5.0)
         except Exception as error:  # noqa: BLE001 — readiness reports any failure as not ready
             return JSONResponse({"ready": False, "reason": repr(error)}, status_code=503)
-        missing = sorted(set(self.apps) - set(status["serving"]))
         body = {
-            "ready": not missing,
+            "ready": True,
             "models": status,
             "rules_version": rules_version,
-            "apps_without_model": missing,
+            "apps_without_model": sorted(set(self.apps) - set(status["serving"])),
         }
-        return JSONResponse(body, status_code=200 if not missing else 503)
+        return JSONResponse(body, status_code=200)
 
     @api.get("/metrics")
     async def metrics_endpoint(self) -> Response:

@@ -362,6 +362,22 @@ def test_metrics_show_requests_stages_and_fallbacks(serving_stack: ServingStack)
     assert 'stage="ranking"' in text and 'stage="features"' in text
 
 
+def test_priors_are_shares_and_co_interest_never_points_at_itself(
+    serving_stack: ServingStack,
+) -> None:
+    from serving.priors import Priors
+
+    priors = Priors.load(serving_stack.args.serving_dir)
+    assert sum(priors.global_scores.values()) == pytest.approx(1.0)
+    assert priors.segment_scores
+    for scores in priors.segment_scores.values():
+        assert sum(scores.values()) == pytest.approx(1.0, abs=1e-6)
+    for product, neighbours in priors.co_interest.items():
+        assert product not in [n for n, _ in neighbours]
+        strengths = [s for _, s in neighbours]
+        assert strengths == sorted(strengths, reverse=True) and all(0 < s <= 1 for s in strengths)
+
+
 def test_redis_down_gives_degraded_answers_not_errors(serving_stack: ServingStack) -> None:
     """Last in the module: stops the test-owned Redis."""
     marketing = marketing_products(serving_stack)
