@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint format bench-simulator bench-features bench-train bench-train-amazon bench-train-czech bench-train-sim clean
+.PHONY: demo test test-fast lint format bench-simulator bench-features bench-train bench-train-amazon bench-train-czech bench-train-sim bench-serving clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,5 +56,9 @@ bench-train-sim: $(STAMP)
 
 bench-train: bench-train-czech bench-train-sim bench-train-amazon
 
+## Serving over HTTP: full graph, 1 and 16 concurrent clients, per-stage times (Redis db 3). ~3 min.
+bench-serving: $(STAMP)
+	$(BIN)/python bench/serving_latency.py --customers 2000 --days 30 --duration 20
+
 clean:
-	rm -rf data/demo data/bench_sim data/bench_features data/bench .pytest_cache
+	rm -rf data/demo data/bench_sim data/bench_features data/bench data/bench_serving .pytest_cache

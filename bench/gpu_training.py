@@ -1,18 +1,12 @@
 """GPU check of the training path: the Amazon Games transformer with ``scaling.use_gpu: true``.
 
     python bench/gpu_training.py --out training_gpu.json                 # Ray Train on the GPU
-    python bench/gpu_training.py --mode direct --out training_gpu.json   # no Ray: one torch process
 
-``--mode ray`` (the default) runs :func:`training.trainer.fit` unchanged, i.e. Ray Train's
+It runs :func:`training.trainer.fit` unchanged, i.e. Ray Train's
 ``TorchTrainer`` over Ray Data, with ``configs/amazon_games.yaml`` as is except
 ``scaling.use_gpu: true`` (plus ``--epochs`` and the example/output folders when given). The best
 checkpoint is then evaluated on the test split (sampled and full protocols) with
 :func:`training.evaluation.evaluate`, on the GPU.
-
-``--mode direct`` is the fallback for a machine where Ray cannot run: the same loop body
-(:func:`training.trainer.batch_loss`, the same optimiser, learning-rate schedule, validation and
-early stopping) in one process on ``cuda``, reading the train split with pyarrow instead of Ray
-Data. Its JSON says ``"ray_train": false`` and why.
 
 The JSON records the device, library versions, per-epoch seconds and samples/s, peak GPU memory
 (NVML, sampled), test NDCG@10/HR@10 and the CPU run in ``bench/results/training_amazon_games.json``
@@ -24,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import shutil
@@ -236,123 +229,6 @@ def train_ray(
     return model_dir, history, info
 
 
-def train_direct(
-    config: Any, model_config: dict[str, Any], device_name: str
-) -> tuple[Path, list[dict[str, Any]], dict[str, Any]]:
-    """train_loop_per_worker's body for one worker on ``device_name``, without Ray."""
-    import resource
-
-    import numpy as np
-    import pyarrow.parquet as pq
-    import torch
-
-    from training.evaluation import evaluate
-    from training.examples import ExampleSet
-    from training.models.sequence_ranker import (
-        BatchEncoder,
-        SequenceRanker,
-        SequenceRankerConfig,
-        TransformerRanker,
-    )
-    from training.trainer import TRAIN_COLUMNS, batch_loss, learning_rate_factor
-
-    device = torch.device(device_name)
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
-    torch.set_num_threads(
-        config.scaling.torch_threads or max(int(config.scaling.cpus_per_worker), 1)
-    )
-    mc = SequenceRankerConfig.model_validate(model_config)
-    core = SequenceRanker(mc).to(device)
-    encoder = BatchEncoder(mc)
-    optimiser = torch.optim.Adam(
-        core.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-    )
-    example_set = ExampleSet(config.examples)
-    table = pq.read_table(example_set.split_path("train"), columns=list(TRAIN_COLUMNS))
-    columns_all: dict[str, np.ndarray] = {}
-    for name in TRAIN_COLUMNS:
-        values = table.column(name).to_numpy(zero_copy_only=False)
-        ragged = name in ("shown", "shown_labels")
-        if (
-            values.dtype == object
-            and not ragged
-            and len(values)
-            and isinstance(values[0], np.ndarray)
-        ):
-            values = np.stack(values)
-        columns_all[name] = values
-    rows = table.num_rows
-    steps_per_epoch = max(math.ceil(rows / config.batch_size), 1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, learning_rate_factor(config, steps_per_epoch)
-    )
-    rng = np.random.default_rng(config.seed)
-    best, since_best = -1.0, 0
-    best_state: dict[str, Any] | None = None
-    history: list[dict[str, Any]] = []
-    for epoch in range(config.epochs):
-        core.train()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        losses: list[float] = []
-        order = rng.permutation(rows)
-        for start in range(0, rows, config.batch_size):
-            index = order[start : start + config.batch_size]
-            columns = {k: v[index] for k, v in columns_all.items()}
-            inputs = encoder.encode(columns, device)
-            hidden = core(inputs)
-            loss = batch_loss(core, hidden, inputs, columns, config)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            scheduler.step()
-            losses.append(float(loss.detach()))
-        epoch_seconds = time.perf_counter() - started
-        core.eval()
-        result = evaluate(
-            TransformerRanker(core),
-            example_set,
-            split="valid",
-            protocol=config.eval_protocol,
-            k=config.eval_k,
-            batch_size=512,
-            group_by=(),
-        )
-        score = float(result.metrics[f"ndcg@{config.eval_k}"])
-        if score > best:
-            best, since_best = score, 0
-            best_state = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
-        else:
-            since_best += 1
-        metrics = {
-            "epoch": epoch + 1,
-            "train_loss": float(np.mean(losses)),
-            "epoch_seconds": epoch_seconds,
-            "samples_per_second": rows / max(epoch_seconds, 1e-9),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            f"valid_ndcg@{config.eval_k}": score,
-            f"valid_hr@{config.eval_k}": float(result.metrics[f"hr@{config.eval_k}"]),
-            "best_valid_ndcg": best,
-        }
-        print(
-            f"epoch {epoch + 1}/{config.epochs}: loss {metrics['train_loss']:.4f}, "
-            f"valid NDCG@{config.eval_k} {score:.4f} (best {best:.4f}), {epoch_seconds:.1f} s, "
-            f"{metrics['samples_per_second']:.0f} samples/s",
-            flush=True,
-        )
-        history.append(metrics)
-        if since_best >= config.patience:
-            break
-    core.load_state_dict(best_state or core.state_dict())
-    model_dir = config.output_dir / "model"
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    core.cpu().save(model_dir)
-    return model_dir, history, {}
-
-
 def evaluate_test(model_dir: Path, config: Any, device_name: str) -> dict[str, Any]:
     import torch
 
@@ -451,7 +327,6 @@ def summarise(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=["ray", "direct"], default="ray")
     parser.add_argument("--epochs", type=int, default=None, help="default: the config's (16)")
     parser.add_argument("--examples", type=Path, default=REPO / "data/bench/amazon_games/examples")
     parser.add_argument(
@@ -461,9 +336,6 @@ def main() -> None:
         "--max-rows", type=int, default=None, help="smoke test: first N rows per split"
     )
     parser.add_argument("--cpu", action="store_true", help="smoke test on a machine without a GPU")
-    parser.add_argument(
-        "--ray-failure-log", type=Path, default=None, help="(direct) why Ray was not used"
-    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -492,8 +364,8 @@ def main() -> None:
     report: dict[str, Any] = {
         "what": "Amazon Games transformer (SASRec protocol), configs/amazon_games.yaml with scaling.use_gpu=true",
         "command": " ".join(["python", "bench/gpu_training.py", *sys.argv[1:]]),
-        "mode": args.mode,
-        "ray_train": args.mode == "ray",
+        "mode": "ray",
+        "ray_train": True,
         "use_gpu": config.scaling.use_gpu,
         "environment": env,
         "config": {
@@ -513,14 +385,6 @@ def main() -> None:
         "lightgbm_stubbed": lightgbm_stubbed,
         "cpu_reference": cpu_reference(),
     }
-    if args.mode == "direct":
-        reason = "requested"
-        if args.ray_failure_log and args.ray_failure_log.exists():
-            reason = (
-                "Ray Train run failed or timed out; its log ends: "
-                + args.ray_failure_log.read_text()[-1500:]
-            )
-        report["ray_train_reason"] = reason
     if args.max_rows:
         report["smoke_test_max_rows"] = args.max_rows
 
@@ -532,13 +396,8 @@ def main() -> None:
     try:
         with GpuMonitor() as monitor:
             started = time.perf_counter()
-            if args.mode == "ray":
-                model_dir, history, info = train_ray(config, model_config.model_dump(mode="json"))
-                report["ray"] = info
-            else:
-                model_dir, history, info = train_direct(
-                    config, model_config.model_dump(mode="json"), device_name
-                )
+            model_dir, history, info = train_ray(config, model_config.model_dump(mode="json"))
+            report["ray"] = info
             train_seconds = time.perf_counter() - started
         report["training"] = summarise(history, train_seconds, report["cpu_reference"])
         report["gpu_memory_training"] = monitor.summary()

@@ -181,7 +181,7 @@ def main() -> None:
     data_dir = a.data_dir.resolve()
     args = prepare(data_dir, a.customers, a.days, a.seed, a.redis_url)
     ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
-    url = start_serving(args, port=a.port)
+    url = start_serving(args, port=a.port, quiet=True)
     glob = str(data_dir / "clean" / "customers" / "**" / "*.parquet")
     with duckdb.connect() as con:
         ids = [

@@ -50,4 +50,4 @@ class AuditLog:
         if self.client is None:
             return None
         raw = self.client.get(audit_key(request_id))
-        return json.loads(raw) if raw else None
+        return json.loads(raw) if isinstance(raw, bytes | str) and raw else None

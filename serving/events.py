@@ -81,7 +81,7 @@ class EventProcessor:
         if not wanted or self.client is None:
             return
         try:
-            raw = self.client.mget([audit_key(r) for r in wanted])
+            raw: list[bytes | None] = list(self.client.mget([audit_key(r) for r in wanted]))  # type: ignore[arg-type]
         except (redis.RedisError, OSError):
             return  # the app's own fields stay; nothing is refused for a missing join
         import json

@@ -13,10 +13,15 @@ APP_NAME: Final = "persona"
 
 
 def start_serving(
-    args: ServingArgs, host: str = "127.0.0.1", port: int = 8000, ready_timeout_s: float = 240.0
+    args: ServingArgs,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    ready_timeout_s: float = 240.0,
+    quiet: bool = False,
 ) -> str:
     """Deploy the graph (starting Ray and Serve if needed); returns the base URL once
-    ``/readyz`` answers 200. Raises ``TimeoutError`` with the last readiness answer otherwise."""
+    ``/readyz`` answers 200. Raises ``TimeoutError`` with the last readiness answer otherwise.
+    ``quiet`` turns off Serve's per-request access log (the demo and tests)."""
     import ray
     from ray import serve
 
@@ -24,8 +29,11 @@ def start_serving(
 
     if not ray.is_initialized():
         ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
-    serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)
+    logging = {"enable_access_log": not quiet, "log_level": "WARNING" if quiet else "INFO"}
+    serve.start(http_options={"host": host, "port": port}, logging_config=logging)
+    serve.run(
+        build_app(args), name=APP_NAME, route_prefix="/", blocking=False, logging_config=logging
+    )
     base = f"http://{host}:{port}"
     deadline = time.monotonic() + ready_timeout_s
     last = "no answer"

@@ -41,7 +41,7 @@ class ServingArgs(BaseModel):
     max_candidates: int = Field(200, ge=1)
     max_batch_size: int = Field(16, ge=1, le=256)
     batch_wait_timeout_s: float = Field(0.003, ge=0, le=0.1)
-    budgets: Budgets = Field(default_factory=Budgets)
+    budgets: Budgets = Field(default_factory=lambda: Budgets())
     flush_interval_s: float = Field(
         2.0, gt=0, description="How often events go to the Parquet log."
     )

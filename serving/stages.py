@@ -13,6 +13,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -146,16 +147,17 @@ class ModelBook:
         self.by_app: dict[str, str] = {}  # app -> label of its serving alias
         self.errors: dict[str, str] = {}
 
-    def load(self, registry_root: Any, model_name: str, pinned: dict[int, None]) -> None:
+    def load(self, registry_root: Path, model_name: str, pinned: set[int]) -> None:
+        """Load every version an app's serving alias names, plus ``pinned`` versions."""
         from training.registry import ModelRegistry
 
         registry = ModelRegistry(registry_root)
         wanted: dict[str, int] = {}
         try:
             for app in domain.APPS:
-                version = registry.serving_version(model_name, app)
-                if version is not None:
-                    wanted[app] = version.version
+                serving = registry.serving_version(model_name, app)
+                if serving is not None:
+                    wanted[app] = serving.version
         except ValueError as error:  # no such model yet: serve priors until one is registered
             self.errors[model_name] = str(error)
         for version in {*wanted.values(), *pinned}:
@@ -193,16 +195,17 @@ class RankingStage:
         torch.set_num_threads(1)
         self.args = args
         self.book = ModelBook()
-        self.book.load(args.registry, args.model_name, {})
-        self._score.set_max_batch_size(args.max_batch_size)
-        self._score.set_batch_wait_timeout_s(args.batch_wait_timeout_s)
+        self.book.load(args.registry, args.model_name, set())
+        # serve.batch adds these setters; the batch size and wait come from ServingArgs.
+        self._score.set_max_batch_size(args.max_batch_size)  # type: ignore[attr-defined]
+        self._score.set_batch_wait_timeout_s(args.batch_wait_timeout_s)  # type: ignore[attr-defined]
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """``{"model_name": ..., "pinned_versions": [..], "reload": <any>}``: load what the registry
         says now. Called at start and on every ``serve deploy`` with a changed user_config."""
         model_name = user_config.get("model_name", self.args.model_name)
         self.args = self.args.model_copy(update={"model_name": model_name})
-        pinned = {int(v): None for v in user_config.get("pinned_versions", [])}
+        pinned = {int(v) for v in user_config.get("pinned_versions", [])}
         self.book.load(self.args.registry, model_name, pinned)
 
     def status(self) -> dict[str, Any]:

@@ -179,7 +179,7 @@ def _serve_and_call(root: Path) -> Path:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
-    url = start_serving(args, port=port)
+    url = start_serving(args, port=port, quiet=True)
     console.print(f"serving at {url} (OpenAPI at {url}/docs)")
     glob = parquet_glob(DataLayout(root).clean_table("customers"))
     with duckdb.connect() as con:
@@ -254,20 +254,23 @@ def _serve_and_call(root: Path) -> Path:
 
 def _responses_table(responses: list[dict[str, Any]]) -> Table:
     table = Table(title="POST /v1/recommendations, as the four apps call it")
-    for column in ("app", "customer", "variant / model", "items (score) and reasons", "ms"):
+    for column in ("app", "customer", "variant → model", "items (score)", "ms"):
         table.add_column(column, overflow="fold")
     for r in responses:
-        items = "\n".join(
-            f"{i['rank']}. {i['product_id']} ({i['score']:.3f}) {', '.join(i['reasons'][-3:])}"
-            for i in r["items"]
-        )
-        degraded = " [red]degraded[/red]" if r["degraded"] else ""
+        items = ", ".join(f"{i['product_id']} {i['score']:.2f}" for i in r["items"])
+        model = r["model_version"] + (" [red](degraded)[/red]" if r["degraded"] else "")
         table.add_row(
             r["app"],
             str(r["customer_id"]),
-            f"{r['variant']} / {r['model_version']}{degraded}",
+            f"{r['variant']} → {model}",
             items or "(none eligible)",
-            f"{r['latency_ms']:.1f}",
+            f"{r['latency_ms']:.0f}",
+        )
+    first = next((r for r in responses if r["items"]), None)
+    if first is not None:
+        top = first["items"][0]
+        table.caption = (
+            f"reasons for {first['app']} #1 {top['product_id']}: {', '.join(top['reasons'])}"
         )
     return table
 

@@ -145,7 +145,7 @@ def serving_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingS
     )
     if not ray.is_initialized():
         ray.init(include_dashboard=False, num_cpus=3, configure_logging=False, log_to_driver=False)
-    url = start_serving(args, port=free_port())
+    url = start_serving(args, port=free_port(), quiet=True)
     yield ServingStack(url, args, server, root, registry, model_dir)
     stop_serving()
     server.stop()
