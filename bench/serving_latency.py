@@ -172,7 +172,18 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/3")
     parser.add_argument("--data-dir", type=Path, default=Path("data/bench_serving"))
     parser.add_argument("--port", type=int, default=8123)
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["default", "throughput_optimized"],
+        choices=["default", "throughput_optimized"],
+        help="Serve modes, each in a fresh process (RAY_SERVE_THROUGHPUT_OPTIMIZED is read at start)",
+    )
+    parser.add_argument("--child-out", type=Path, default=None, help=argparse.SUPPRESS)
     a = parser.parse_args()
+    if a.child_out is None:
+        compare_modes(a)
+        return
 
     import ray
 
@@ -203,6 +214,65 @@ def main() -> None:
         "model": "transformer d_model 64, 2 blocks, 2 heads, max_len 50 (initialised)",
         "levels": levels,
     }
+    a.child_out.write_text(json.dumps(result, indent=2))
+
+
+def compare_modes(a: argparse.Namespace) -> None:
+    """Run each Serve mode in its own process, one after the other on the same data, and write
+    them side by side with the throughput ratios."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    runs: dict[str, Any] = {}
+    for mode in a.modes:
+        env = dict(os.environ)
+        env.pop("RAY_SERVE_THROUGHPUT_OPTIMIZED", None)
+        if mode == "throughput_optimized":
+            env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+        with tempfile.TemporaryDirectory() as tmp:
+            child = Path(tmp) / "run.json"
+            command = [
+                sys.executable,
+                __file__,
+                "--child-out",
+                str(child),
+                "--customers",
+                str(a.customers),
+                "--days",
+                str(a.days),
+                "--seed",
+                str(a.seed),
+                "--duration",
+                str(a.duration),
+                "--redis-url",
+                a.redis_url,
+                "--data-dir",
+                str(a.data_dir),
+                "--port",
+                str(a.port),
+                "--levels",
+                *map(str, a.levels),
+            ]
+            subprocess.run(command, env=env, check=True)
+            runs[mode] = json.loads(child.read_text())
+    first = next(iter(runs.values()))
+    result = {
+        "benchmark": "serving_latency",
+        "command": "python bench/serving_latency.py " + " ".join(sys.argv[1:]),
+        "machine": first["machine"],
+        "customers": first["customers"],
+        "model": first["model"],
+        "modes": {mode: run["levels"] for mode, run in runs.items()},
+    }
+    if {"default", "throughput_optimized"} <= runs.keys():
+        result["req_per_s_ratio_optimized_vs_default"] = {
+            str(d["clients"]): round(o["req_per_s"] / d["req_per_s"], 2)
+            for d, o in zip(
+                runs["default"]["levels"], runs["throughput_optimized"]["levels"], strict=True
+            )
+        }
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "serving_latency.json"
     out.write_text(json.dumps(result, indent=2))

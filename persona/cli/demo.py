@@ -187,7 +187,7 @@ def _serve_and_call(root: Path) -> Path:
             r[0]
             for r in con.sql(
                 f"SELECT customer_id FROM read_parquet('{glob}') WHERE customer_type = 'retail' "
-                "AND consent_marketing ORDER BY customer_id LIMIT 3"
+                "AND consent_marketing ORDER BY customer_id LIMIT 200"
             ).fetchall()
         ]
         corporate = [
@@ -197,6 +197,7 @@ def _serve_and_call(root: Path) -> Path:
                 "ORDER BY customer_id LIMIT 3"
             ).fetchall()
         ]
+    retail = _one_per_arm(retail, args) or retail[:3]
     responses: list[dict[str, Any]] = []
     try:
         for app in ("rib", "cib", "nli", "imobile"):
@@ -250,6 +251,22 @@ def _serve_and_call(root: Path) -> Path:
     out = root / "serving" / "demo_responses.json"
     out.write_text(json.dumps(responses, indent=1))
     return out
+
+
+def _one_per_arm(customer_ids: list[int], args: Any) -> list[int]:
+    """A few customers covering every arm of rib's experiment, so the demo shows each arm."""
+    from serving.config import load_apps, load_experiments
+    from serving.experiments import assign
+
+    apps = load_apps(args.apps_file)
+    name = apps.apps["rib"].experiment
+    if name is None:
+        return []
+    experiment = load_experiments(args.experiments_file, apps).experiments[name]
+    chosen: dict[str, int] = {}
+    for customer_id in customer_ids:
+        chosen.setdefault(assign(customer_id, name, experiment).variant.name, customer_id)
+    return sorted(chosen.values())
 
 
 def _responses_table(responses: list[dict[str, Any]]) -> Table:
