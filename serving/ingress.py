@@ -1,6 +1,8 @@
-"""The HTTP ingress (FastAPI inside Ray Serve; no postponed annotations here: FastAPI reads them): API keys, validation, experiment assignment,
+"""The HTTP ingress (FastAPI inside Ray Serve): API keys, validation, experiment assignment,
 the stage chain, degradation and metrics. Stage calls pass ``DeploymentResponse`` objects on to
 the next stage and the ingress awaits once, so a request crosses each hop exactly once.
+
+No ``from __future__ import annotations`` here: FastAPI reads the annotations at run time.
 """
 
 import asyncio
