@@ -311,11 +311,12 @@ def _results_table(summary: Any) -> Table:
 def _most_active_customer(root: Path) -> int:
     """The customer with the most product interactions: the richest vector to show."""
     glob = parquet_glob(DataLayout(root).clean_table("events"))
-    row = duckdb.execute(
-        f"SELECT customer_id FROM read_parquet('{glob}', hive_partitioning = false) "
-        "WHERE event_type IN ('click', 'apply', 'purchase') "
-        "GROUP BY customer_id ORDER BY count(*) DESC, customer_id LIMIT 1"
-    ).fetchone()
+    with duckdb.connect() as con:
+        row = con.execute(
+            f"SELECT customer_id FROM read_parquet('{glob}', hive_partitioning = false) "
+            "WHERE event_type IN ('click', 'apply', 'purchase') "
+            "GROUP BY customer_id ORDER BY count(*) DESC, customer_id LIMIT 1"
+        ).fetchone()
     if row is None:
         raise ValueError(f"no product interactions in {glob}")
     return int(row[0])

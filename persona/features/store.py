@@ -148,14 +148,17 @@ def materialize_all(
     features_dir = DataLayout(data_dir).features
     end = end or datetime.now(UTC)
     rows: dict[str, int] = {}
-    for table in catalog.FEATURE_TABLES.values():
-        path = features_dir / table.name / "data.parquet"
-        found = duckdb.execute(
-            f"SELECT count(DISTINCT {table.join_key}) FROM read_parquet('{path}') "
-            f"WHERE event_timestamp > ?::TIMESTAMPTZ - INTERVAL {table.ttl_days} DAY",
-            [end],
-        ).fetchone()
-        rows[table.name] = int(found[0]) if found else 0
+    # A private connection: a one-row fetch leaves the result open, which would block the
+    # process-wide default connection for whoever uses it next.
+    with duckdb.connect() as con:
+        for table in catalog.FEATURE_TABLES.values():
+            path = features_dir / table.name / "data.parquet"
+            found = con.execute(
+                f"SELECT count(DISTINCT {table.join_key}) FROM read_parquet('{path}') "
+                f"WHERE event_timestamp > ?::TIMESTAMPTZ - INTERVAL {table.ttl_days} DAY",
+                [end],
+            ).fetchone()
+            rows[table.name] = int(found[0]) if found else 0
     longest_ttl = max(t.ttl_days for t in catalog.FEATURE_TABLES.values())
     started = time.perf_counter()
     store.materialize(

@@ -25,7 +25,8 @@ def _clean(root: Path, table: str) -> pd.DataFrame:
     import duckdb
 
     glob = parquet_glob(DataLayout(root).clean_table(table))
-    return duckdb.execute(f"SELECT * FROM read_parquet('{glob}', hive_partitioning = false)").df()
+    with duckdb.connect() as con:
+        return con.execute(f"SELECT * FROM read_parquet('{glob}', hive_partitioning = false)").df()
 
 
 @pytest.fixture(scope="module")

@@ -23,14 +23,15 @@ from training.sets.next_item import build_next_item_set
 
 
 def _events(root: Path) -> pa.Table:
-    return duckdb.sql(
-        f"""SELECT customer_id, product_id, event_type, CAST(event_timestamp AS TIMESTAMP) AS ts,
-                   event_id
-            FROM read_parquet('{parquet_glob(DataLayout(root).clean_table("events"))}',
-                              hive_partitioning = false)
-            WHERE event_type IN ('click', 'apply', 'purchase', 'dismiss')
-            ORDER BY customer_id, ts, event_id"""
-    ).to_arrow_table()
+    glob = parquet_glob(DataLayout(root).clean_table("events"))
+    with duckdb.connect() as con:  # private: the default connection is shared by the process
+        return con.sql(
+            f"""SELECT customer_id, product_id, event_type, CAST(event_timestamp AS TIMESTAMP) AS ts,
+                       event_id
+                FROM read_parquet('{glob}', hive_partitioning = false)
+                WHERE event_type IN ('click', 'apply', 'purchase', 'dismiss')
+                ORDER BY customer_id, ts, event_id"""
+        ).to_arrow_table()
 
 
 @pytest.mark.slow
