@@ -6,7 +6,9 @@ import typer
 
 from persona.cli.data import data_app
 from persona.cli.demo import demo_command
+from persona.cli.experiment import experiment_app
 from persona.cli.features import features_app
+from persona.cli.ope import ope_app
 from persona.cli.serving import serve_app
 from persona.cli.training import evaluate_command, examples_app, train_command
 
@@ -21,6 +23,10 @@ app.add_typer(features_app, name="features", help="Build, apply and materialise 
 app.add_typer(examples_app, name="examples", help="Build labelled example sets for training.")
 app.command("train", help="Train, evaluate and register a ranker from a run config.")(train_command)
 app.command("evaluate", help="Evaluate a trained run beside its baselines.")(evaluate_command)
+app.add_typer(
+    experiment_app, name="experiment", help="Analyse experiments: lifts, intervals, SRM, CUPED."
+)
+app.add_typer(ope_app, name="ope", help="Off-policy evaluation: IPS, SNIPS, DR with intervals.")
 app.add_typer(serve_app, name="serve", help="Serve recommendations over HTTP (Ray Serve).")
 app.command("demo", help="Run the main job end to end on a small simulated bank.")(demo_command)
 

@@ -1,0 +1,1 @@
+"""Off-policy evaluation: judge a new policy on old logs (IPS, SNIPS, doubly robust)."""
