@@ -8,6 +8,7 @@ from persona.cli.data import data_app
 from persona.cli.demo import demo_command
 from persona.cli.experiment import experiment_app
 from persona.cli.features import features_app
+from persona.cli.monitor import monitor_app
 from persona.cli.ope import ope_app
 from persona.cli.serving import serve_app
 from persona.cli.training import evaluate_command, examples_app, train_command
@@ -25,6 +26,9 @@ app.command("train", help="Train, evaluate and register a ranker from a run conf
 app.command("evaluate", help="Evaluate a trained run beside its baselines.")(evaluate_command)
 app.add_typer(
     experiment_app, name="experiment", help="Analyse experiments: lifts, intervals, SRM, CUPED."
+)
+app.add_typer(
+    monitor_app, name="monitor", help="Feature and score drift (PSI); behaviour anomalies."
 )
 app.add_typer(ope_app, name="ope", help="Off-policy evaluation: IPS, SNIPS, DR with intervals.")
 app.add_typer(serve_app, name="serve", help="Serve recommendations over HTTP (Ray Serve).")
