@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from persona.cli.dashboard import dashboard_command
 from persona.cli.data import data_app
 from persona.cli.demo import demo_command
 from persona.cli.experiment import experiment_app
@@ -32,6 +33,7 @@ app.add_typer(
 )
 app.add_typer(ope_app, name="ope", help="Off-policy evaluation: IPS, SNIPS, DR with intervals.")
 app.add_typer(serve_app, name="serve", help="Serve recommendations over HTTP (Ray Serve).")
+app.command("dashboard", help="Write the monitoring dashboard (HTML).")(dashboard_command)
 app.command("demo", help="Run the main job end to end on a small simulated bank.")(demo_command)
 
 

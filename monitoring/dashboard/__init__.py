@@ -1,0 +1,2 @@
+"""``persona dashboard``: one self-contained HTML page of KPIs, drift, anomalies, segments and
+experiment readouts."""
