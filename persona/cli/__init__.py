@@ -11,6 +11,7 @@ from persona.cli.experiment import experiment_app
 from persona.cli.features import features_app
 from persona.cli.monitor import monitor_app
 from persona.cli.ope import ope_app
+from persona.cli.segment import segment_app
 from persona.cli.serving import serve_app
 from persona.cli.training import evaluate_command, examples_app, train_command
 
@@ -32,6 +33,7 @@ app.add_typer(
     monitor_app, name="monitor", help="Feature and score drift (PSI); behaviour anomalies."
 )
 app.add_typer(ope_app, name="ope", help="Off-policy evaluation: IPS, SNIPS, DR with intervals.")
+app.add_typer(segment_app, name="segment", help="Fit, report and publish customer segments.")
 app.add_typer(serve_app, name="serve", help="Serve recommendations over HTTP (Ray Serve).")
 app.command("dashboard", help="Write the monitoring dashboard (HTML).")(dashboard_command)
 app.command("demo", help="Run the main job end to end on a small simulated bank.")(demo_command)
