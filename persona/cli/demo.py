@@ -103,6 +103,10 @@ def demo_command(
         started = step("9. serve: Ray Serve graph over HTTP, real requests from all four apps")
         served = _serve_and_call(root)
         timings["serve"] = time.perf_counter() - started
+
+        started = step("10. monitor: segments, drift, behaviour anomalies → dashboard")
+        dashboard = _monitor(root, settings, choice)
+        timings["monitor"] = time.perf_counter() - started
     layout = DataLayout(root)
     console.print(
         Panel.fit(
@@ -124,6 +128,8 @@ def demo_command(
                     f"served responses    {served}",
                     f"live event log      {root / 'serving' / 'events'} (Parquet, from /v1/events)",
                     f"serve it yourself   persona serve --data-dir {root}  → http://127.0.0.1:8000/docs",
+                    f"segments            {root / 'segmentation'} (profiles, stability, report.html)",
+                    f"dashboard           {dashboard}",
                     f"timings (s)         {json.dumps({k: round(v, 1) for k, v in timings.items()})}",
                     "next                persona features show --customer-id "
                     f"{customer_id} --data-dir {root}",
@@ -251,6 +257,36 @@ def _serve_and_call(root: Path) -> Path:
     out = root / "serving" / "demo_responses.json"
     out.write_text(json.dumps(responses, indent=1))
     return out
+
+
+def _monitor(root: Path, settings: Any, choice: Any) -> Path:
+    """Segment the customers (published to the feature store), measure drift since training,
+    score behaviour anomalies, and write the dashboard; returns its path."""
+    from monitoring.alerts import write_alerts
+    from monitoring.behaviour_anomaly import behaviour_alerts, latest_behaviour, score_behaviour
+    from monitoring.dashboard.build import DashboardInputs, build_dashboard
+    from monitoring.drift import drift_report, write_drift_report
+    from segmentation.pipeline import run_segmentation
+    from training.examples import ExampleSet
+
+    segments = run_segmentation(root, settings=settings, online_store=choice, progress=False)
+    console.print(
+        f"segments: {segments.k_total} ({segments.chosen_k}), version {segments.version}, "
+        f"bootstrap ARI {segments.ari_overall_mean:.3f}"
+        + ("" if segments.published else f" — not published: {segments.not_published_because}")
+    )
+    drift = drift_report(ExampleSet(root / "examples"), root)
+    write_drift_report(drift, root / "monitoring" / "drift")
+    alerting = sum(f.status == "alert" for f in drift.features)
+    console.print(f"drift: {len(drift.features)} features, {alerting} over the alert threshold")
+    alerts = behaviour_alerts(score_behaviour(latest_behaviour(root)), top=20)
+    alerts_file = root / "monitoring" / "alerts.jsonl"
+    alerts_file.unlink(missing_ok=True)  # this run's alerts only (the file is append-only)
+    write_alerts(alerts_file, alerts)
+    console.print(f"behaviour anomalies: {len(alerts)} alerts")
+    result = build_dashboard(DashboardInputs(root), root / "dashboard" / "index.html")
+    console.print(f"dashboard: {result.path}")
+    return result.path
 
 
 def _one_per_arm(customer_ids: list[int], args: Any) -> list[int]:

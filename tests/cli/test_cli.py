@@ -95,6 +95,10 @@ def test_demo_runs_end_to_end_and_prints_an_online_vector(
     assert all(r["items"] for r in served if r["app"] != "cib"), served
     if online_store == "redis":
         assert not any(r["degraded"] for r in served), served
+    assert "dashboard" in result.output
+    page = (tmp_path / "dashboard" / "index.html").read_text()
+    for panel in ("panel-kpi-app", "panel-drift", "panel-segments", "panel-anomalies"):
+        assert f'id="{panel}"' in page
 
 
 def test_bad_setting_in_the_environment_names_the_variable(
