@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from persona.cli.anomaly import anomaly_app
 from persona.cli.dashboard import dashboard_command
 from persona.cli.data import data_app
 from persona.cli.demo import demo_command
@@ -31,6 +32,9 @@ app.add_typer(
 )
 app.add_typer(
     monitor_app, name="monitor", help="Feature and score drift (PSI); behaviour anomalies."
+)
+app.add_typer(
+    anomaly_app, name="anomaly", help="KPI anomaly detection; the injected-incident scenario."
 )
 app.add_typer(ope_app, name="ope", help="Off-policy evaluation: IPS, SNIPS, DR with intervals.")
 app.add_typer(segment_app, name="segment", help="Fit, report and publish customer segments.")

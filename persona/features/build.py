@@ -59,7 +59,7 @@ def build_features(
     first_day, last_day = bounds or (None, None)
     builders: list[tuple[str, Callable[[], str]]] = [
         ("customer_profile", _customer_profile_sql),
-        ("customer_segment", _customer_segment_sql),
+        ("customer_segment", customer_segment_sql),
         ("customer_holdings", _customer_holdings_sql),
         ("customer_sequence", _customer_sequence_sql),
     ]
@@ -155,7 +155,7 @@ def _customer_profile_sql() -> str:
     """
 
 
-def _customer_segment_sql() -> str:
+def customer_segment_sql() -> str:
     return """
         SELECT customer_id, created_at AS event_timestamp,
                customer_type || ':' || COALESCE(life_stage, 'unknown') AS segment_id,
