@@ -26,23 +26,21 @@ def chromium() -> str:
             "chromium is not installed and this user cannot apt-get it: apt-get install chromium"
         )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = subprocess.run(
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if install.returncode != 0:  # stale package lists: refresh once, then try again
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
-        install = subprocess.run(
-            ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"],
+
+    def install() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["apt-get", "install", "-y", "-q", "chromium"],
             env=env,
             capture_output=True,
             text=True,
             timeout=600,
         )
+
+    result = install()
+    if result.returncode != 0:  # stale package lists: refresh once, then try again
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
+        result = install()
     found = _find()
     if not found:
-        pytest.fail(f"could not install chromium: {install.stderr[-2000:]}")
+        pytest.fail(f"could not install chromium: {result.stderr[-2000:]}")
     return found
