@@ -7,6 +7,7 @@ and is retried; a dead replica's WAL is adopted and drained by a live one.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -84,15 +85,12 @@ class EventProcessor:
             raw: list[bytes | None] = list(self.client.mget([audit_key(r) for r in wanted]))  # type: ignore[arg-type]
         except (redis.RedisError, OSError):
             return  # the app's own fields stay; nothing is refused for a missing join
-        import json
-
         decisions = {r: json.loads(v) for r, v in zip(wanted, raw, strict=True) if v}
         for event in events:
             decision = decisions.get(event.get("request_id") or "")
             if decision is None:
                 continue
-            event.setdefault("variant", decision.get("variant"))
-            event["variant"] = event["variant"] or decision.get("variant")
+            event["variant"] = event.get("variant") or decision.get("variant")
             event["model_version"] = event.get("model_version") or decision.get("model_version")
             served = {s["product_id"]: s for s in decision.get("served", [])}
             slot = served.get(event.get("product_id") or "")
@@ -229,11 +227,6 @@ class EventProcessor:
             finally:
                 orphan.close()
         return drained
-
-    def close(self) -> None:
-        self.flush()
-        self.apply_online()
-        self.wal.close()
 
 
 class BackgroundWorker:

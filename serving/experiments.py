@@ -55,13 +55,3 @@ class ExperimentRouter:
         if name is None:
             return Assignment(None, DEFAULT_VARIANT, 1.0)
         return assign(customer_id, name, self.experiments.experiments[name])
-
-    def variants(self) -> list[Variant]:
-        """Every variant any app can be assigned (so ranking can load their models up front)."""
-        seen: dict[str, Variant] = {DEFAULT_VARIANT.name: DEFAULT_VARIANT}
-        for name in set(self.app_experiments.values()) - {None}:
-            experiment = self.experiments.experiments[name]  # type: ignore[index]
-            for variant in [*experiment.variants, experiment.holdout_variant]:
-                if variant is not None:
-                    seen[f"{name}/{variant.name}"] = variant
-        return list(seen.values())

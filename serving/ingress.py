@@ -8,7 +8,6 @@ No ``from __future__ import annotations`` here: FastAPI reads the annotations at
 import asyncio
 import logging
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -24,6 +23,7 @@ from serving.api import (
     RecommendationRequest,
     RecommendationResponse,
     RecommendedItem,
+    new_request_id,
 )
 from serving.auth import KeyRing
 from serving.catalogue import Catalogue
@@ -131,7 +131,7 @@ class Ingress:
         when = body.context.timestamp or datetime.now(UTC)
         context = RequestContext(body.app, body.context.device, when.hour, when.weekday())
         assignment = self.router.assign(body.app, body.customer_id)
-        request_id = uuid.uuid4().hex
+        request_id = new_request_id()
         record = {
             "request_id": request_id,
             "app": body.app,

@@ -328,7 +328,6 @@ class RulesProvider:
         self._engine = RuleEngine(self._read(), catalogue)
         self._mtime = self._stat()
         self._checked = time.monotonic()
-        self.last_error: str | None = None
 
     def _stat(self) -> float:
         return self.path.stat().st_mtime_ns if self.path.exists() else 0.0
@@ -348,10 +347,8 @@ class RulesProvider:
                     self._mtime = mtime
                     try:
                         self._engine = RuleEngine(self._read(), self.catalogue)
-                        self.last_error = None
                         log.info("rules reloaded: version %s", self._engine.rules.version)
                     except ConfigError as error:
-                        self.last_error = str(error)
                         log.error(
                             "rules reload refused, keeping %s: %s",
                             self._engine.rules.version,
