@@ -13,12 +13,10 @@ import pytest
 
 from monitoring.dashboard.browser import load_page, screenshot
 from monitoring.dashboard.build import Dashboard, DashboardInputs, build_dashboard
-from persona.features.build import build_features
 from persona.layout import DataLayout, parquet_glob, schema_for, write_table
-from persona.simulator import SimulationConfig, simulate_bank
-from persona.validation import validate_dataset
 from serving.config import DEFAULT_CONFIG_DIR, load_experiments
 from serving.experiments import assign
+from tests.banks import featured_bank
 
 pytestmark = pytest.mark.slow
 PANELS = (
@@ -78,11 +76,7 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Dashboard:
     from training.sets.impressions import build_impression_set
 
     root = tmp_path_factory.mktemp("dashboard_bank")
-    simulate_bank(
-        SimulationConfig(customers=500, days=40, seed=11), root, progress=False, workers=1
-    )
-    assert validate_dataset(root, progress=False).passed
-    build_features(root, progress=False)
+    featured_bank(root, customers=500, days=40, seed=11)
     assert served_log_from_history(root) > 0
     units = units_from_event_log(
         root,

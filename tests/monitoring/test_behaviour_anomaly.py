@@ -25,9 +25,8 @@ from monitoring.behaviour_anomaly import (
     score_behaviour,
 )
 from persona.cli.monitor import monitor_app
-from persona.features.build import build_features, feature_table_path
-from persona.simulator import SimulationConfig, simulate_bank
-from persona.validation import validate_dataset
+from persona.features.build import feature_table_path
+from tests.banks import featured_bank
 
 CUSTOMERS = 600
 INJECTED = 5
@@ -38,11 +37,7 @@ TOP = 15
 @pytest.fixture(scope="module")
 def bank(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("behaviour_bank")
-    simulate_bank(
-        SimulationConfig(customers=CUSTOMERS, days=45, seed=3), root, progress=False, workers=1
-    )
-    assert validate_dataset(root, progress=False).passed
-    build_features(root, progress=False)
+    featured_bank(root, customers=CUSTOMERS, days=45, seed=3)
     return root
 
 

@@ -29,9 +29,8 @@ from monitoring.drift import (
     training_window_end,
 )
 from persona.cli.monitor import monitor_app
-from persona.features.build import build_features, feature_table_path
-from persona.simulator import SimulationConfig, simulate_bank
-from persona.validation import validate_dataset
+from persona.features.build import feature_table_path
+from tests.banks import featured_bank
 from training.examples import ExampleSet
 from training.models import SegmentPopularity
 from training.sets.impressions import build_impression_set
@@ -45,9 +44,7 @@ AMOUNT_FEATURE = "log1p(txn_amount_out_30d)"
 @pytest.fixture(scope="module")
 def bank(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("drift_bank")
-    simulate_bank(SimulationConfig(customers=600, days=45, seed=3), root, progress=False, workers=1)
-    assert validate_dataset(root, progress=False).passed
-    build_features(root, progress=False)
+    featured_bank(root, customers=600, days=45, seed=3)
     return root
 
 

@@ -21,12 +21,10 @@ import pytest
 from typer.testing import CliRunner
 
 from persona.cli.segment import segment_app
-from persona.features.build import build_features, feature_table_path
+from persona.features.build import feature_table_path
 from persona.features.catalog import CUSTOMER_SEGMENT
 from persona.features.store import OnlineStoreChoice, open_store
 from persona.settings import PersonaSettings
-from persona.simulator import SimulationConfig, simulate_bank
-from persona.validation import validate_dataset
 from segmentation.features import (
     FEATURE_NAMES,
     RECENCY_CAP_DAYS,
@@ -39,6 +37,7 @@ from segmentation.pipeline import SegmentationSummary, load_run, run_segmentatio
 from segmentation.profile import TRAIT_MIN_Z, SegmentProfile, Trait, name_segments
 from segmentation.publish import publish_segments
 from segmentation.stability import bootstrap_ari
+from tests.banks import featured_bank
 
 CUSTOMERS = 600
 DAYS = 45
@@ -47,11 +46,7 @@ DAYS = 45
 @pytest.fixture(scope="module")
 def bank(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("segmentation_bank")
-    simulate_bank(
-        SimulationConfig(customers=CUSTOMERS, days=DAYS, seed=3), root, progress=False, workers=1
-    )
-    assert validate_dataset(root, progress=False).passed
-    build_features(root, progress=False)
+    featured_bank(root, customers=CUSTOMERS, days=DAYS, seed=3)
     return root
 
 

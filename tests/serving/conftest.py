@@ -14,13 +14,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from persona.features.build import build_features
 from persona.settings import PersonaSettings
-from persona.simulator import SimulationConfig, simulate_bank
-from persona.validation import validate_dataset
 from serving.priors import build_priors
 from serving.scaffold import register_initialised_model
 from serving.settings import Budgets, ServingArgs
+from tests.banks import featured_bank
 from training.examples import ExampleSet
 from training.registry import ModelRegistry
 from training.sets.impressions import build_impression_set
@@ -114,9 +112,7 @@ def serving_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingS
     from serving.runner import start_serving, stop_serving
 
     root = tmp_path_factory.mktemp("serving_bank")
-    simulate_bank(SimulationConfig(customers=400, days=40, seed=5), root, progress=False, workers=1)
-    assert validate_dataset(root, progress=False).passed
-    build_features(root, progress=False)
+    featured_bank(root, customers=400, days=40, seed=5)
     examples = ExampleSet(root / "examples")
     build_impression_set(
         root, examples.root, dataset="serving-test", max_len=10, valid_days=4, test_days=4, seed=1

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from persona.features.build import build_features
-from persona.simulator import SimulationConfig, simulate_bank
-from persona.validation import validate_dataset
+from tests.banks import featured_bank
 from tests.features.conftest import crafted_bank  # noqa: F401  (re-exported fixture)
 from training.examples import ExampleSet
 from training.sets.impressions import build_impression_set
@@ -21,15 +19,7 @@ TINY_DAYS = 45
 @pytest.fixture(scope="session")
 def tiny_bank(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny_bank")
-    simulate_bank(
-        SimulationConfig(customers=TINY_CUSTOMERS, days=TINY_DAYS, seed=3),
-        root,
-        progress=False,
-        workers=1,
-    )
-    report = validate_dataset(root, progress=False)
-    assert report.passed
-    build_features(root, progress=False)
+    featured_bank(root, customers=TINY_CUSTOMERS, days=TINY_DAYS, seed=3)
     return root
 
 
