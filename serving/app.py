@@ -1,12 +1,14 @@
-"""The serving graph, built in one place:
-``Ingress.bind(Features, Retrieval, Ranking, Rules, Events)``.
+"""The serving application, built in one place.
 
+``fused`` (default): ``Ingress(args, ranking=RankingStage, events=EventsStage)``; ``graph``: the
+ingress also gets ``FeaturesStage``, ``RetrievalStage`` and ``RulesStage``.
 ``serve run serving.app:build_app data_dir=...`` or ``serve deploy serve_config.yaml`` (whose
 ``args:`` block is a :class:`ServingArgs`) or ``persona serve``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ray.serve import Application
@@ -29,16 +31,26 @@ def check_config(args: ServingArgs) -> None:
     Priors.load(args.serving_dir)
 
 
-def build_app(args: dict[str, Any] | ServingArgs) -> Application:
-    """The application Serve runs (typed args: a dict from YAML or a :class:`ServingArgs`)."""
+def build_app(
+    args: dict[str, Any] | ServingArgs,
+    deployment_options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Application:
+    """The application Serve runs (typed args: a dict from YAML or a :class:`ServingArgs`).
+    ``deployment_options`` (deployment name -> ``.options(...)``) overrides the decorators' own,
+    as a ``serve_config.yaml`` would; benchmarks use it for the Serve-defaults reference."""
     args = args if isinstance(args, ServingArgs) else ServingArgs.model_validate(args)
     check_config(args)
-    ranking = RankingStage.options(user_config={"model_name": args.model_name}).bind(args)
-    return Ingress.bind(
-        FeaturesStage.bind(args),
-        RetrievalStage.bind(args),
-        ranking,
-        RulesStage.bind(args),
-        EventsStage.bind(args),
-        args,
-    )
+    options = {name: dict(value) for name, value in (deployment_options or {}).items()}
+
+    def bind(deployment: Any, **extra: Any) -> Any:
+        return deployment.options(**{**extra, **options.get(deployment.name, {})})
+
+    stages: dict[str, Any] = {
+        "ranking": bind(RankingStage, user_config={"model_name": args.model_name}).bind(args),
+        "events": bind(EventsStage).bind(args),
+    }
+    if args.placement == "graph":
+        stages["features"] = bind(FeaturesStage).bind(args)
+        stages["retrieval"] = bind(RetrievalStage).bind(args)
+        stages["rules"] = bind(RulesStage).bind(args)
+    return bind(Ingress).bind(args, **stages)

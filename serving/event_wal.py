@@ -8,7 +8,12 @@ One serving process owns one WAL directory, ``ROOT/<owner>/``, and holds an excl
     ROOT/<owner>/cursor-<name>.json     how far consumer <name> has durably got
 
 :meth:`WriteAheadLog.append` returns only after the records are written and ``fsync``'ed, so an
-acknowledged event survives a crash of the process or the machine. Consumers (the Parquet event
+acknowledged event survives a crash of the process or the machine. Concurrent appends share one
+``fsync`` (group commit): each writer writes its lines, then whichever writer syncs next covers
+every line written so far, and the others return without a sync of their own once the durable
+end has passed their lines. A failed ``fsync`` poisons the log (every later append raises):
+after one, the kernel may have dropped the dirty pages, so a retry could "succeed" without the
+data. Consumers (the Parquet event
 log, the online store) read with :meth:`WriteAheadLog.pending` from their named cursor and
 :meth:`WriteAheadLog.commit` once their own output is durable: delivery is at least once, and
 consumers that write idempotently (see :mod:`serving.event_log`) make it exactly once. Segments
@@ -46,6 +51,8 @@ ONLINE_CURSOR: Final = "online"
 SERVING_CURSORS: Final[tuple[str, ...]] = (EVENT_LOG_CURSOR, ONLINE_CURSOR)
 
 LOCK_FILE: Final = "lock"
+#: Data (and the size needed to read it back) to disk; plain fsync where there is no fdatasync.
+_datasync: Final[Callable[[int], None]] = getattr(os, "fdatasync", os.fsync)
 _SEGMENT_RE: Final = re.compile(r"^segment-(\d{6,})\.jsonl$")
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -253,9 +260,14 @@ class WriteAheadLog:
         self.segment_max_bytes = segment_max_bytes
         self.directory = self.root / owner
         self._encoders = _event_encoders()
-        # _append_lock serialises writers; _state_lock guards the segment list and cursors.
+        # Lock order: _sync_lock, then _append_lock, then _state_lock.
+        # _append_lock serialises writes to the segment; _sync_lock elects the one writer that
+        # fsyncs for everyone waiting; _state_lock guards the segment list, ends and cursors.
         self._append_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
         self._state_lock = threading.Lock()
+        self._failed: OSError | None = None
+        self.fsyncs = 0  # data fsyncs so far (group commit makes this < appends under load)
 
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock_fd: int | None = _lock_owner_dir(self.directory)
@@ -266,8 +278,11 @@ class WriteAheadLog:
                 self._create_segment(1)
             self._truncate_torn_tail(self._segments[-1])
             current = self._segments[-1]
-            self._file = open(self._segment_path(current), "ab")  # noqa: SIM115 (lives with self)
-            self._end = WalPosition(current, self._file.tell())
+            self._fd = self._open_segment(current)
+            # _written: after the last line written (maybe not yet durable); _end: after the
+            # last durable line, the only part consumers see.
+            self._written = WalPosition(current, os.fstat(self._fd).st_size)
+            self._end = self._written
             self._committed = {c: self._load_cursor(c) for c in self.cursors}
         except BaseException:
             self._release_lock()
@@ -280,7 +295,7 @@ class WriteAheadLog:
         with self._append_lock:
             if self._lock_fd is None:
                 return
-            self._file.close()
+            os.close(self._fd)
             self._release_lock()
 
     def __enter__(self) -> WriteAheadLog:
@@ -310,7 +325,7 @@ class WriteAheadLog:
                 records, _ = self.pending(cursor, 1)
                 if records:
                     raise ValueError(f"cursor {cursor!r}: pending records remain; drain it first")
-            self._file.close()
+            os.close(self._fd)
             for path in self.directory.iterdir():
                 if path.name != LOCK_FILE and (
                     _SEGMENT_RE.match(path.name) or path.name.startswith("cursor-")
@@ -329,8 +344,9 @@ class WriteAheadLog:
         """Durably append canonical event records; returns (start, end) positions.
 
         All records are validated first (ValueError naming the field; nothing is written), then
-        written as one JSON line each, flushed and fsync'ed once, before this returns.
-        ``event_timestamp`` is stored as integer microseconds since epoch, UTC.
+        written as one JSON line each and fsync'ed before this returns; concurrent appends share
+        one fsync. ``event_timestamp`` is stored as integer microseconds since epoch, UTC.
+        Raises OSError if the write or the fsync failed (nothing of this call is acknowledged).
         """
         lines = [
             json.dumps(encode_event(r, self._encoders), separators=(",", ":"), allow_nan=False)
@@ -339,18 +355,57 @@ class WriteAheadLog:
         data = ("\n".join(lines) + "\n").encode() if lines else b""
         with self._append_lock:
             self._require_open()
+            self._require_healthy()
             if not data:
                 return self._end, self._end
-            if self._end.offset > 0 and self._end.offset + len(data) > self.segment_max_bytes:
+            if self._written.offset > 0 and (
+                self._written.offset + len(data) > self.segment_max_bytes
+            ):
                 self._rotate()
-            start = self._end
-            self._file.write(data)
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            start = self._written
+            self._write_all(data, start.offset)
             end = WalPosition(start.segment, start.offset + len(data))
-            with self._state_lock:
-                self._end = end
+            self._written = end
+        self._sync_through(end)
         return start, end
+
+    def _write_all(self, data: bytes, offset: int) -> None:
+        """Write ``data`` at the end of the current segment (append lock held); on failure cut
+        the segment back to ``offset`` so no partial line is left for the next writer."""
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError:
+            try:
+                os.ftruncate(self._fd, offset)
+            except OSError as error:
+                self._failed = error  # a partial line stays: refuse every later append
+            raise
+
+    def _sync_through(self, end: WalPosition) -> None:
+        """Return once everything before ``end`` is fsync'ed: by this call, or by the call
+        that held the sync lock while this one waited (group commit)."""
+        with self._sync_lock:
+            with self._state_lock:
+                if self._end >= end:
+                    return  # another writer's fsync covered these lines
+            with self._append_lock:
+                self._require_open()
+                self._require_healthy()
+                target = self._written
+                # A duplicate stays valid if a rotation closes the segment meanwhile.
+                fd = os.dup(self._fd)
+            try:
+                _datasync(fd)  # the file size is synced too: the appended lines are readable
+            except OSError as error:
+                self._failed = error
+                raise
+            finally:
+                os.close(fd)
+            self.fsyncs += 1
+            with self._state_lock:
+                self._end = max(self._end, target)
 
     def end_position(self) -> WalPosition:
         """The position after the last durable (acknowledged) record."""
@@ -458,6 +513,13 @@ class WriteAheadLog:
         if self._lock_fd is None:
             raise ValueError(f"WAL {self.directory} is closed")
 
+    def _require_healthy(self) -> None:
+        if self._failed is not None:
+            raise OSError(
+                f"WAL {self.directory}: an earlier write or fsync failed ({self._failed}); "
+                "nothing more is accepted until the process restarts and re-reads the log"
+            )
+
     def _require_cursor(self, cursor: str) -> None:
         if cursor not in self.cursors:
             raise ValueError(f"cursor {cursor!r} is not one of {', '.join(self.cursors)}")
@@ -496,15 +558,25 @@ class WriteAheadLog:
                 file.truncate(keep)
                 os.fsync(file.fileno())
 
+    def _open_segment(self, number: int) -> int:
+        return os.open(self._segment_path(number), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+
     def _rotate(self) -> None:
-        """Start the next segment (caller holds the append lock)."""
-        number = self._end.segment + 1
-        self._file.close()
+        """Start the next segment (caller holds the append lock). The old one is fsync'ed first,
+        so everything written before the rotation is durable and the durable end moves on."""
+        number = self._written.segment + 1
+        try:
+            _datasync(self._fd)
+        except OSError as error:
+            self._failed = error
+            raise
         self._create_segment(number)
-        self._file = open(self._segment_path(number), "ab")  # noqa: SIM115 (lives with self)
+        os.close(self._fd)
+        self._fd = self._open_segment(number)
+        self._written = WalPosition(number, 0)
         with self._state_lock:
             self._segments.append(number)
-            self._end = WalPosition(number, 0)
+            self._end = self._written
 
     def _load_cursor(self, cursor: str) -> WalPosition:
         path = self._cursor_path(cursor)

@@ -1,109 +1,54 @@
-"""The stage deployments of the serving graph: features → retrieval → ranking → rules, and the
-events sink. Each is a thin Ray Serve wrapper around a plain engine (``serving.features``,
-``serving.retrieval``, ``serving.ranking``, ``serving.rules``, ``serving.events``) so the same logic
-runs in tests and benchmarks without Ray. Stages never raise for a dependency failure: they
-answer from their fallback and say why in ``degraded``.
+"""The stage deployments: thin Ray Serve wrappers around the engines (``serving.features``,
+``serving.engines``, ``serving.events``). In the *fused* placement only ``RankingStage`` (the
+model, batched across requests) and ``EventsStage`` (the write-ahead log's owner) run as their
+own deployments; the *graph* placement runs every stage as one.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import random
-import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import redis
 from ray import serve
 
-from persona import domain
 from serving.api import EventAck
-from serving.audit import AuditLog
 from serving.catalogue import Catalogue
-from serving.config import Variant, load_apps
-from serving.contact_policy import ContactCounters
-from serving.customer import CustomerView
-from serving.features import FeatureFetch
-from serving.priors import Priors
-from serving.ranking import (
-    ModelRefused,
-    RankingRequest,
-    RequestContext,
-    ServedModel,
-    rank_by_model,
-    rank_by_priors,
+from serving.config import Variant
+from serving.engines import (
+    Decision,
+    DecisionEngine,
+    RankingEngine,
+    RankingOutput,
+    RetrievalEngine,
+    RetrievalOutput,
 )
-from serving.retrieval import Retriever
-from serving.rules import Candidate, ContactState, RulesProvider
+from serving.features import FeatureFetch, OnlineFeatureReader
+from serving.ranking import RankingRequest, RequestContext
+from serving.rules import Candidate
 from serving.settings import ServingArgs
 
-log = logging.getLogger(__name__)
 
-
-def _ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1e3
-
-
-def redis_client(args: ServingArgs, timeout_s: float = 0.05) -> redis.Redis | None:
-    """A client for counters and the audit log, or None on the embedded (SQLite) store."""
-    if args.online_store != "redis":
-        return None
-    return redis.Redis.from_url(
-        args.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+def feature_reader(args: ServingArgs) -> OnlineFeatureReader:
+    """The features engine of one replica, listening for cache invalidations."""
+    reader = OnlineFeatureReader(
+        args.persona_settings(),
+        args.online_store,
+        cache_ttl_s=args.feature_cache_ttl_s,
+        timeout_s=args.budgets.features_ms / 1e3,
     )
-
-
-@dataclass(frozen=True)
-class RetrievalOutput:
-    candidates: list[Candidate]
-    source: str
-    timings: dict[str, float]
-    degraded: list[str]
-
-
-@dataclass(frozen=True)
-class RankingOutput:
-    candidates: list[Candidate]
-    model_version: str
-    timings: dict[str, float]
-    degraded: list[str]
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The rules stage's answer: what the ingress turns into the HTTP response."""
-
-    items: list[Candidate]
-    removed: int
-    removed_by_rule: dict[str, int]
-    rules_version: str
-    model_version: str
-    timings: dict[str, float]
-    degraded: list[str]
-    cache_hit: bool
-    explain: dict[str, Any] = field(default_factory=dict)
+    reader.start_invalidation_listener()
+    return reader
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
 class FeaturesStage:
     """Online features of one customer (Feast; in-process TTL cache, invalidated on events)."""
 
+    def __init__(self, args: ServingArgs):
+        self.reader = feature_reader(args)
+
     def ping(self) -> bool:
         return True
-
-    def __init__(self, args: ServingArgs):
-        from serving.features import OnlineFeatureReader
-
-        self.reader = OnlineFeatureReader(
-            args.persona_settings(),
-            args.online_store,
-            cache_ttl_s=args.feature_cache_ttl_s,
-            timeout_s=args.budgets.features_ms / 1e3,
-        )
-        self.reader.start_invalidation_listener()
 
     def fetch(self, customer_id: int) -> FeatureFetch:
         return self.reader.fetch(customer_id)
@@ -117,115 +62,38 @@ class FeaturesStage:
 class RetrievalStage:
     """Candidates in the app's scope, scored by segment priors and co-interest."""
 
+    def __init__(self, args: ServingArgs):
+        self.engine = RetrievalEngine(args)
+
     def ping(self) -> bool:
         return True
 
-    def __init__(self, args: ServingArgs):
-        self.apps = load_apps(args.apps_file).apps
-        self.retriever = Retriever(
-            Catalogue.from_data_dir(args.data_dir),
-            Priors.load(args.serving_dir),
-            max_candidates=args.max_candidates,
-        )
-
     def retrieve(self, fetch: FeatureFetch, app: str) -> RetrievalOutput:
-        started = time.perf_counter()
-        retrieved = self.retriever.retrieve(fetch.customer, app, self.apps[app])
-        return RetrievalOutput(
-            retrieved.candidates,
-            retrieved.source,
-            {"features": fetch.elapsed_ms, "retrieval": _ms(started)},
-            [fetch.degraded] if fetch.degraded else [],
-        )
-
-
-class ModelBook:
-    """The model versions serving can use, by label; loading failures keep what was there."""
-
-    def __init__(self) -> None:
-        self.models: dict[str, ServedModel] = {}
-        self.by_app: dict[str, str] = {}  # app -> label of its serving alias
-        self.errors: dict[str, str] = {}
-
-    def load(self, registry_root: Path, model_name: str, pinned: set[int]) -> None:
-        """Load every version an app's serving alias names, plus ``pinned`` versions."""
-        from training.registry import ModelRegistry
-
-        registry = ModelRegistry(registry_root)
-        wanted: dict[str, int] = {}
-        try:
-            for app in domain.APPS:
-                serving = registry.serving_version(model_name, app)
-                if serving is not None:
-                    wanted[app] = serving.version
-        except ValueError as error:  # no such model yet: serve priors until one is registered
-            self.errors[model_name] = str(error)
-        for version in {*wanted.values(), *pinned}:
-            label = f"{model_name}@v{version}"
-            if label in self.models:
-                continue
-            try:
-                self.models[label] = ServedModel(
-                    registry.load_dir(model_name, version), model_name, version
-                )
-                self.errors.pop(label, None)
-            except (ModelRefused, ValueError, OSError) as error:
-                self.errors[label] = str(error)
-                log.error("model %s refused: %s", label, error)
-        for app, version in wanted.items():
-            label = f"{model_name}@v{version}"
-            if label in self.models:
-                self.by_app[app] = label  # a refused version leaves the previous one serving
-
-    def resolve(self, model_name: str, variant: Variant, app: str) -> ServedModel | None:
-        if variant.model_version == "serving":
-            label = self.by_app.get(app)
-        else:
-            label = f"{variant.model_name or model_name}@v{variant.model_version}"
-        return self.models.get(label) if label else None
+        return self.engine.retrieve(fetch, app)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.2}, max_ongoing_requests=64)
 class RankingStage:
-    """Registry models behind ``@serve.batch``; ``reconfigure`` re-resolves the serving aliases."""
+    """Registry models behind ``@serve.batch``; ``reconfigure`` re-resolves the serving aliases.
+    Also usable as a plain class (``RankingStage.func_or_class(args)``): ``serve.batch`` batches
+    in any asyncio loop, which is how the single-process reference ranks."""
 
     def __init__(self, args: ServingArgs):
-        import torch
-
-        torch.set_num_threads(1)
-        self.args = args
-        self.book = ModelBook()
-        self.book.load(args.registry, args.model_name, set())
+        self.engine = RankingEngine(args)
         # serve.batch adds these setters; the batch size and wait come from ServingArgs.
         self._score.set_max_batch_size(args.max_batch_size)  # type: ignore[attr-defined]
         self._score.set_batch_wait_timeout_s(args.batch_wait_timeout_s)  # type: ignore[attr-defined]
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """``{"model_name": ..., "pinned_versions": [..], "reload": <any>}``: load what the registry
-        says now. Called at start and on every ``serve deploy`` with a changed user_config."""
-        model_name = user_config.get("model_name", self.args.model_name)
-        self.args = self.args.model_copy(update={"model_name": model_name})
-        pinned = {int(v) for v in user_config.get("pinned_versions", [])}
-        self.book.load(self.args.registry, model_name, pinned)
+        """Called at start and on every ``serve deploy`` with a changed user_config."""
+        self.engine.reconfigure(user_config)
 
     def status(self) -> dict[str, Any]:
-        return {
-            "serving": dict(self.book.by_app),
-            "loaded": sorted(self.book.models),
-            "errors": self.book.errors,
-        }
+        return self.engine.status()
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.003)
     async def _score(self, items: list[tuple[str, RankingRequest]]) -> list[list[Candidate]]:
-        by_model: dict[str, list[int]] = {}
-        for i, (label, _) in enumerate(items):
-            by_model.setdefault(label, []).append(i)
-        out: list[list[Candidate]] = [[] for _ in items]
-        for label, indices in by_model.items():
-            ranked = rank_by_model(self.book.models[label], [items[i][1] for i in indices])
-            for i, candidates in zip(indices, ranked, strict=True):
-                out[i] = candidates
-        return out
+        return self.engine.score_batch(items)
 
     async def rank(
         self,
@@ -234,32 +102,7 @@ class RankingStage:
         context: RequestContext,
         variant: Variant,
     ) -> RankingOutput:
-        started = time.perf_counter()
-        degraded = list(retrieved.degraded)
-        timings = dict(retrieved.timings)
-        if variant.policy == "segment_priors":
-            ranked = rank_by_priors(retrieved.candidates, retrieved.source)
-            timings["ranking"] = _ms(started)
-            return RankingOutput(ranked, retrieved.source, timings, degraded)
-        model = self.book.resolve(self.args.model_name, variant, context.app)
-        if model is None:
-            degraded.append("model_unavailable")
-        else:
-            request = RankingRequest(fetch.customer, context, retrieved.candidates)
-            try:
-                ranked = await asyncio.wait_for(
-                    self._score((model.label, request)), self.args.budgets.ranking_ms / 1e3
-                )
-                timings["ranking"] = _ms(started)
-                return RankingOutput(ranked, model.label, timings, degraded)
-            except TimeoutError:
-                degraded.append("ranking_timeout")
-            except (RuntimeError, ValueError, IndexError, KeyError) as error:
-                log.exception("ranking failed with %s", model.label)
-                degraded.append(f"model_error: {type(error).__name__}")
-        ranked = rank_by_priors(retrieved.candidates, f"fallback_{retrieved.source}")
-        timings["ranking"] = _ms(started)
-        return RankingOutput(ranked, f"fallback_{retrieved.source}", timings, degraded)
+        return await self.engine.rank(fetch, retrieved, context, variant, self._score)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
@@ -267,23 +110,15 @@ class RulesStage:
     """Eligibility, suitability, consent, contact policy, diversity; reason codes; audit."""
 
     def __init__(self, args: ServingArgs):
-        self.args = args
-        self.apps = load_apps(args.apps_file).apps
-        self.rules = RulesProvider(args.rules_file, Catalogue.from_data_dir(args.data_dir))
-        client = redis_client(args)
-        self.counters = ContactCounters(client) if client is not None else None
-        self.audit = AuditLog(client, args.serving_dir / "audit")
+        self.engine = DecisionEngine(args)
 
     def rules_version(self) -> str:
-        return self.rules.engine().rules.version
+        return self.engine.rules_version()
 
     def audit_record(self, request_id: str) -> dict[str, Any] | None:
-        try:
-            return self.audit.read(request_id)
-        except (redis.RedisError, OSError):
-            return None
+        return self.engine.audit_record(request_id)
 
-    def apply(
+    def decide(
         self,
         fetch: FeatureFetch,
         ranked: RankingOutput,
@@ -292,89 +127,13 @@ class RulesStage:
         variant: Variant,
         request: dict[str, Any],
     ) -> Decision:
-        started = time.perf_counter()
-        degraded = list(ranked.degraded)
-        now_s = time.time()
-        contact = self._contact(fetch.customer, now_s, degraded)
-        engine = self.rules.engine()
-        outcome = engine.apply(
-            fetch.customer,
-            ranked.candidates,
-            app,
-            self.apps[app],
-            contact,
-            k,
-            exploration=variant.exploration,
-            rng=random.Random(request["request_id"]),
-            now_s=now_s,
-        )
-        removed_by_rule: dict[str, int] = {}
-        for r in outcome.removed:
-            removed_by_rule[r.rule] = removed_by_rule.get(r.rule, 0) + 1
-        timings = {**ranked.timings, "rules": _ms(started)}
-        record = {
-            **request,
-            "model_version": ranked.model_version,
-            "rules_version": outcome.rules_version,
-            "degraded": degraded,
-            "served": [
-                {
-                    "product_id": c.product_id,
-                    "rank": i + 1,
-                    "score": c.score,
-                    "propensity": c.propensity,
-                }
-                for i, c in enumerate(outcome.kept)
-            ],
-            "removed": [r.__dict__ for r in outcome.removed],
-        }
-        self.audit.write(record)
-        explain = {}
-        if request.get("explain"):
-            explain = _explain(fetch.customer, ranked, outcome.removed)
-        return Decision(
-            items=outcome.kept,
-            removed=len(outcome.removed),
-            removed_by_rule=removed_by_rule,
-            rules_version=outcome.rules_version,
-            model_version=ranked.model_version,
-            timings={**timings, "audit": _ms(started) - timings["rules"]},
-            degraded=degraded,
-            cache_hit=fetch.cache_hit,
-            explain=explain,
-        )
-
-    def _contact(self, customer: CustomerView, now_s: float, degraded: list[str]) -> ContactState:
-        if self.counters is None:
-            return ContactState.unavailable()
-        try:
-            return self.counters.read(customer.customer_id, now_s)
-        except (redis.RedisError, OSError) as error:
-            degraded.append(f"contact_policy_unavailable: {type(error).__name__}")
-            return ContactState.unavailable()
-
-
-def _explain(customer: CustomerView, ranked: RankingOutput, removed: list[Any]) -> dict[str, Any]:
-    return {
-        "customer_known": customer.known,
-        "segment": customer.segment,
-        "sequence": [f"{i.event_type}:{i.product_id}" for i in customer.sequence],
-        "held": sorted(customer.held),
-        "consent_marketing": customer.consent_marketing,
-        "ranked": [c.product_id for c in ranked.candidates],
-        "removed": [
-            {"product_id": r.product_id, "rule": r.rule, "detail": r.detail} for r in removed
-        ],
-    }
+        return self.engine.decide(fetch, ranked, app, k, variant, request)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
 class EventsStage:
     """Durable event ingestion: WAL (fsync) before the ack, then online apply; a background
     worker flushes to the Parquet event log and retries what Redis could not take."""
-
-    def ping(self) -> bool:
-        return True
 
     def __init__(self, args: ServingArgs):
         import uuid
@@ -386,6 +145,9 @@ class EventsStage:
         )
         self.worker = BackgroundWorker(self.processor, args.flush_interval_s)
         self.worker.start()
+
+    def ping(self) -> bool:
+        return True
 
     def ingest(self, events: list[Any]) -> EventAck:
         from serving.events import canonical_events

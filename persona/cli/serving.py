@@ -50,20 +50,38 @@ def serve_command(
     ] = None,
     host: Annotated[str, typer.Option(help="Interface the HTTP proxy listens on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port.")] = 8000,
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="Ray Serve front: 'proxy' (Serve's HTTP proxy), 'throughput' (Serve's "
+            "throughput-optimised mode) or 'haproxy' (throughput-optimised behind HAProxy)."
+        ),
+    ] = "proxy",
+    single_process: Annotated[
+        bool, typer.Option(help="Run the same pipeline in one uvicorn process, without Ray.")
+    ] = False,
 ) -> None:
     """Serve /v1/recommendations and /v1/events on a local Ray until Ctrl-C."""
     if ctx.invoked_subcommand is not None:
         return
-    from serving.runner import start_serving, stop_serving
+    from serving.runner import SERVE_MODES, start_serving, stop_serving
     from serving.settings import ServingArgs
 
     with user_errors():
+        if mode not in SERVE_MODES:
+            raise ValueError(f"--mode: {mode!r} is not one of {', '.join(SERVE_MODES)}")
         settings = settings_for(data_dir)
         if not (settings.data_dir / "serving" / "priors.json").exists():
             build_serving_priors(settings.data_dir)
         args = serving_args_for(settings.data_dir, config_dir)
         assert isinstance(args, ServingArgs)
-        url = start_serving(args, host=host, port=port)
+        if single_process:
+            from serving.single_process import run_single_process
+
+            console.print(f"serving at http://{host}:{port} in one process; Ctrl-C stops")
+            run_single_process(args, host, port)
+            return
+        url = start_serving(args, host=host, port=port, mode=mode)
     console.print(f"serving at {url}  (OpenAPI: {url}/docs, metrics: {url}/metrics); Ctrl-C stops")
     try:
         while True:

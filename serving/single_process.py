@@ -1,0 +1,33 @@
+"""The whole serving pipeline in one uvicorn process, no Ray: the reference the Serve
+deployment is measured against (``persona serve --single-process``), and a way to run serving
+where Ray is not wanted. Same service, same routes, same engines; ranking still batches
+(``serve.batch`` works in any asyncio loop)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from serving.settings import ServingArgs
+
+
+def create_single_process_app(args: ServingArgs) -> FastAPI:
+    from serving.app import check_config
+    from serving.http_api import create_api
+    from serving.placement import local_stages
+    from serving.service import RecommendationService
+
+    check_config(args)
+    return create_api(RecommendationService(args, local_stages(args)))
+
+
+def run_single_process(args: ServingArgs, host: str, port: int, quiet: bool = False) -> None:
+    """Serve until interrupted (blocks)."""
+    import uvicorn
+
+    uvicorn.run(
+        create_single_process_app(args),
+        host=host,
+        port=port,
+        access_log=not quiet,
+        log_level="warning" if quiet else "info",
+    )
