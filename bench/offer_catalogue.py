@@ -52,6 +52,6 @@ def expand_catalogue(data_dir: Path, total_items: int, seed: int) -> int:
             variants.schema.get_field_index("margin_weight"), "margin_weight", [margin.tolist()]
         )
     )
-    table = conform(pa.concat_tables([originals, conform(variants, PRODUCTS)]), PRODUCTS)
+    table = pa.concat_tables([conform(originals, PRODUCTS), conform(variants, PRODUCTS)])
     write_table(folder, table, PRODUCTS)
     return table.num_rows

@@ -1,8 +1,10 @@
 """Full-graph ``POST /v1/recommendations`` throughput and latency, three ways, in one run:
 
-- ``production``: Ray Serve, placement ``fused`` (features from Redis, retrieval and rules in the
-  ingress; the transformer in ``RankingStage`` behind ``@serve.batch``), throughput-optimised
-  mode behind HAProxy (``mode=haproxy``; ``throughput`` when no haproxy binary).
+- ``production``: Ray Serve as ``serve_config.yaml`` ships it: placement ``colocated`` (every
+  stage in each ingress replica: features from Redis, retrieval, the transformer micro-batched,
+  rules), two ingress replicas, throughput-optimised mode behind HAProxy (``mode=haproxy``;
+  ``throughput`` when there is no haproxy binary).
+- ``fused``: the same, with the model in its own ``RankingStage`` deployment (one hop).
 - ``naive_serve`` (reference a): every stage its own deployment, awaited in turn, Serve's
   defaults (``max_ongoing_requests`` 5, Python HTTP proxy).
 - ``single_process`` (reference b): the same service, stages and batching in one uvicorn
@@ -38,7 +40,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 RESULTS = BENCH / "results"
 PROFILES = RESULTS / "profiles"
-SETUPS = ("production", "naive_serve", "single_process")
+SETUPS = ("production", "fused", "naive_serve", "single_process")
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -202,7 +204,7 @@ def profile(pids: dict[str, int], seconds: int, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     running = {}
     for role, pid in pids.items():
-        base = out / f"serving_{role}"
+        base = out / role
         running[role] = (
             subprocess.Popen(
                 [
@@ -297,19 +299,42 @@ def start_setup(setup: str, args: Any, port: int) -> tuple[str, subprocess.Popen
             time.sleep(0.5)
         server.kill()
         raise TimeoutError("single-process server not ready")
+    import shutil
+
     from serving.runner import start_serving
 
+    mode = "haproxy" if shutil.which("haproxy") else "throughput"
     if setup == "production":
-        import shutil
-
-        mode = "haproxy" if shutil.which("haproxy") else "throughput"
-        return start_serving(args, port=port, quiet=True, mode=mode), None
+        options = shipped_options()
+        return start_serving(
+            args, port=port, quiet=True, mode=mode, deployment_options=options
+        ), None
+    if setup == "fused":
+        options = shipped_options()
+        options["RankingStage"] = {
+            "max_ongoing_requests": 64,
+            "ray_actor_options": {"num_cpus": 0.2},
+            "user_config": options["Ingress"].pop("user_config"),
+        }
+        fused = args.model_copy(update={"placement": "fused"})
+        return start_serving(
+            fused, port=port, quiet=True, mode=mode, deployment_options=options
+        ), None
     graph = args.model_copy(update={"placement": "graph"})
     defaults = {
         name: {"max_ongoing_requests": 5}
         for name in ("Ingress", "FeaturesStage", "RetrievalStage", "RankingStage", "RulesStage")
     }
     return start_serving(graph, port=port, quiet=True, deployment_options=defaults), None
+
+
+def shipped_options() -> dict[str, dict[str, Any]]:
+    """Deployment options as ``serve_config.yaml`` ships them (replicas, autoscaling, CPUs)."""
+    import yaml
+
+    config = yaml.safe_load((BENCH.parent / "serve_config.yaml").read_text())
+    (application,) = config["applications"]
+    return {d.pop("name"): d for d in application["deployments"]}
 
 
 def run_setup(setup: str, a: argparse.Namespace, args: Any, out: Path) -> None:
@@ -344,7 +369,7 @@ def run_setup(setup: str, a: argparse.Namespace, args: Any, out: Path) -> None:
             )
         result["levels"] = levels
         roles = serving_processes(setup, server.pid if server else None)
-        if setup == "production" and a.profile_seconds > 0:
+        if setup in ("production", "fused") and a.profile_seconds > 0:
             import threading
 
             load = threading.Thread(
@@ -353,11 +378,10 @@ def run_setup(setup: str, a: argparse.Namespace, args: Any, out: Path) -> None:
             load.start()
             time.sleep(2)
             targets = {r: roles[r][0] for r in ("Ingress", "RankingStage") if r in roles}
-            result["profile"] = profile(targets, a.profile_seconds, PROFILES)
+            result["profile"] = profile(targets, a.profile_seconds, PROFILES / setup)
             load.join()
         result["rss_mb"] = rss_mb(roles)
-        if setup == "production":
-            result["mode"] = requests.get(f"{url}/readyz", timeout=10).json().get("placement")
+        result["placement"] = requests.get(f"{url}/readyz", timeout=10).json().get("placement")
     finally:
         if server is not None:
             server.terminate()

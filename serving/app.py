@@ -1,7 +1,8 @@
 """The serving application, built in one place.
 
-``fused`` (default): ``Ingress(args, ranking=RankingStage, events=EventsStage)``; ``graph``: the
-ingress also gets ``FeaturesStage``, ``RetrievalStage`` and ``RulesStage``.
+``colocated`` (default): ``Ingress(args, events=EventsStage)``, every request stage in the
+ingress replicas; ``fused`` adds ``RankingStage``; ``graph`` also ``FeaturesStage``,
+``RetrievalStage`` and ``RulesStage`` (see ``serving.placement``).
 ``serve run serving.app:build_app data_dir=...`` or ``serve deploy serve_config.yaml`` (whose
 ``args:`` block is a :class:`ServingArgs`) or ``persona serve``.
 """
@@ -45,10 +46,11 @@ def build_app(
     def bind(deployment: Any, **extra: Any) -> Any:
         return deployment.options(**{**extra, **options.get(deployment.name, {})})
 
-    stages: dict[str, Any] = {
-        "ranking": bind(RankingStage, user_config={"model_name": args.model_name}).bind(args),
-        "events": bind(EventsStage).bind(args),
-    }
+    stages: dict[str, Any] = {"events": bind(EventsStage).bind(args)}
+    model_config = {"model_name": args.model_name}
+    if args.placement == "colocated":
+        return bind(Ingress, user_config=model_config).bind(args, **stages)
+    stages["ranking"] = bind(RankingStage, user_config=model_config).bind(args)
     if args.placement == "graph":
         stages["features"] = bind(FeaturesStage).bind(args)
         stages["retrieval"] = bind(RetrievalStage).bind(args)

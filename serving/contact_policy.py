@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import redis
 
@@ -18,15 +19,16 @@ _DAY_TTL_S = 2 * 86_400
 _WEEK_TTL_S = 8 * 86_400
 #: Dismissals are kept longer than any sensible cooldown.
 _DISMISSAL_TTL_S = 180 * 86_400
+_DAY_S = 86_400
 
 
-def _day(ts_s: float) -> str:
-    return datetime.fromtimestamp(ts_s, UTC).strftime("%Y%m%d")
-
-
-def _week(ts_s: float) -> str:
-    year, week, _ = datetime.fromtimestamp(ts_s, UTC).isocalendar()
-    return f"{year}W{week:02d}"
+@lru_cache(maxsize=64)
+def _day_and_week(day_number: int) -> tuple[str, str]:
+    """The day key (``YYYYMMDD``) and ISO week key (``YYYYWww``) of a UTC day since epoch; cached
+    because a batch of events spans a day or two."""
+    day = datetime.fromtimestamp(day_number * _DAY_S, UTC)
+    year, week, _ = day.isocalendar()
+    return day.strftime("%Y%m%d"), f"{year}W{week:02d}"
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,8 @@ class ContactCounters:
     @staticmethod
     def _keys(customer_id: int, ts_s: float) -> tuple[str, str, str]:
         base = f"{KEY_PREFIX}:{customer_id}"
-        return f"{base}:day:{_day(ts_s)}", f"{base}:week:{_week(ts_s)}", f"{base}:dismissed"
+        day, week = _day_and_week(int(ts_s // _DAY_S))
+        return f"{base}:day:{day}", f"{base}:week:{week}", f"{base}:dismissed"
 
     def read(self, customer_id: int, now_s: float) -> ContactState:
         """The customer's counters now; raises ``redis.RedisError`` when Redis is unreachable."""
@@ -72,21 +75,40 @@ class ContactCounters:
 
     def record(self, events: Iterable[ContactEvent]) -> int:
         """Count impressions and remember dismissals (the rules version in force decides how long
-        a dismissal cools a product down); one round trip for the batch."""
-        pipe = self.client.pipeline(transaction=False)
-        n = 0
-        for e in events:
-            day, week, dismissed = self._keys(e.customer_id, e.timestamp_s)
-            if e.event_type == "impression":
-                for key, ttl in ((day, _DAY_TTL_S), (week, _WEEK_TTL_S)):
-                    pipe.hincrby(key, e.product_id, 1)
-                    pipe.hincrby(key, _ALL, 1)
-                    pipe.expire(key, ttl)
-                n += 1
-            elif e.event_type == "dismiss":
-                pipe.hset(dismissed, e.product_id, f"{e.timestamp_s:.3f}")
-                pipe.expire(dismissed, _DISMISSAL_TTL_S)
-                n += 1
+        a dismissal cools a product down); one round trip for the batch, all or nothing."""
+        pipe = self.client.pipeline(transaction=True)
+        n = self.record_into(pipe, events)
         if n:
             pipe.execute()
+        return n
+
+    def record_into(self, pipe: redis.client.Pipeline, events: Iterable[ContactEvent]) -> int:
+        """Queue the batch's counter updates on ``pipe`` (a redis pipeline the caller executes);
+        returns how many events count. Increments are summed per key and field and each key's
+        TTL is set once: the same end state as one HINCRBY + EXPIRE per event, in fewer
+        commands."""
+        increments: dict[tuple[str, str], int] = {}
+        dismissals: dict[str, dict[str, str]] = {}
+        ttls: dict[str, int] = {}
+        n = 0
+        for e in events:
+            if e.event_type == "impression":
+                day, week, _ = self._keys(e.customer_id, e.timestamp_s)
+                for key, ttl in ((day, _DAY_TTL_S), (week, _WEEK_TTL_S)):
+                    for field in (e.product_id, _ALL):
+                        increments[key, field] = increments.get((key, field), 0) + 1
+                    ttls[key] = ttl
+                n += 1
+            elif e.event_type == "dismiss":
+                dismissed = f"{KEY_PREFIX}:{e.customer_id}:dismissed"
+                # The latest dismissal in event order wins, as with one HSET per event.
+                dismissals.setdefault(dismissed, {})[e.product_id] = f"{e.timestamp_s:.3f}"
+                ttls[dismissed] = _DISMISSAL_TTL_S
+                n += 1
+        for (key, field), count in increments.items():
+            pipe.hincrby(key, field, count)
+        for key, fields in dismissals.items():
+            pipe.hset(key, mapping=fields)
+        for key, ttl in ttls.items():
+            pipe.expire(key, ttl)
         return n

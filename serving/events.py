@@ -1,57 +1,75 @@
-"""The events engine: validated events are written to the replica's write-ahead log (fsynced)
-before they are acknowledged, then applied online (contact counters, the customer's behaviour
-sequence and holdings in the feature store, cache invalidation) and flushed to the Parquet event
-log by a background worker. Whatever cannot be applied now (Redis down) stays pending in the WAL
-and is retried; a dead replica's WAL is adopted and drained by a live one.
+"""The events engine: validated events are written to the replica's write-ahead log (fsynced,
+one fsync shared by concurrent requests) before they are acknowledged, then applied online
+(contact counters, the customer's behaviour sequence and holdings in the feature store, cache
+invalidation) by one thread that takes everything pending as one batch, and flushed to the
+Parquet event log by a background worker. A request waits (bounded) for its events to be
+applied, so a caller that reads right after the ack sees them; the ack says whether they were.
+Whatever cannot be applied now (Redis down) stays pending in the WAL and is retried; a dead
+replica's WAL is adopted and drained by a live one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
 import time
-from collections.abc import Iterable
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, Final
 
-import pandas as pd
 import redis
 
-from persona import domain
-from persona.features.catalog import SEQUENCE_LENGTH
 from serving.audit import audit_key
 from serving.catalogue import Catalogue
-from serving.contact_policy import ContactCounters, ContactEvent
+from serving.event_apply import APPLY_ERRORS, ApplyLoop, OnlineUpdate
 from serving.event_log import EventLogWriter
-from serving.event_wal import WalLockedError, WriteAheadLog, adopt_orphans
-from serving.features import INVALIDATION_CHANNEL, serving_repo_config
+from serving.event_wal import (
+    ONLINE_CURSOR,
+    WalLockedError,
+    WalPosition,
+    WriteAheadLog,
+    adopt_orphans,
+)
+from serving.features import serving_repo_config
 from serving.settings import ServingArgs
 
 log = logging.getLogger(__name__)
 
-ONLINE_CURSOR: Final = "online"
+#: Most records one online apply takes from the WAL (bounds one Feast read and write).
 APPLY_BATCH: Final = 5_000
-_SEQUENCE_FEATURES: Final = [
-    "customer_sequence:seq_product_ids",
-    "customer_sequence:seq_event_types",
-    "customer_sequence:seq_timestamps",
-]
-_HOLDINGS_FEATURES: Final = ["customer_holdings:held_product_ids"]
-
-
-def _seconds(event: dict[str, Any]) -> float:
-    return int(event["event_timestamp"]) / 1e6
+#: How long ``ingest`` waits for its events to be applied online before it answers
+#: ``online_applied=False`` (they are durable either way and applied shortly after), seconds.
+ONLINE_WAIT_S: Final = 2.0
+#: How often a failed online apply is retried when no new events arrive, seconds.
+ONLINE_RETRY_S: Final = 1.0
+#: Threads that write and fsync for ``ingest_async`` (their appends share fsyncs).
+WAL_WRITERS: Final = 8
 
 
 class EventProcessor:
-    """One replica's event path. Thread-safe; ``ingest`` is the only call on the request path."""
+    """One replica's event path. Thread-safe; ``ingest`` is the only call on the request path.
 
-    def __init__(self, args: ServingArgs, owner: str, catalogue: Catalogue):
+    ``online_wait_s``: how long ``ingest`` waits for the online apply by default (0: answer as
+    soon as the events are durable). The apply thread starts with the first ``ingest`` or
+    :meth:`start`; :meth:`close` stops it and closes the WAL.
+    """
+
+    def __init__(
+        self,
+        args: ServingArgs,
+        owner: str,
+        catalogue: Catalogue,
+        *,
+        online_wait_s: float = ONLINE_WAIT_S,
+    ):
         from feast import FeatureStore
 
         self.args = args
         self.catalogue = catalogue
+        self.online_wait_s = online_wait_s
         self.wal_root = args.serving_dir / "wal"
         self.wal = WriteAheadLog(self.wal_root, owner)
         self.writer = EventLogWriter(args.live_event_log)
@@ -60,20 +78,62 @@ class EventProcessor:
             if args.online_store == "redis"
             else None
         )
-        self.counters = ContactCounters(self.client) if self.client is not None else None
         self.store = FeatureStore(
             config=serving_repo_config(args.persona_settings(), args.online_store, 0.2)
         )
+        self.online = OnlineUpdate(self.store, self.client, catalogue)
         self._online_lock = threading.Lock()
+        self.applier = ApplyLoop(
+            lambda applied: self._apply_batch(self.wal, applied),
+            lambda: self.wal.position(ONLINE_CURSOR),
+            lambda: self.wal.position(ONLINE_CURSOR) < self.wal.end_position(),
+            retry_s=ONLINE_RETRY_S,
+        )
+        self._writers: ThreadPoolExecutor | None = None
+
+    def start(self) -> None:
+        """Start the online apply thread (idempotent); it first resolves the feature views."""
+        self.applier.start(warm_up=self.online.resolve_views)
+
+    def close(self) -> None:
+        """Stop the apply thread and close the WAL (what is pending stays for the next owner)."""
+        self.applier.stop()
+        if self._writers is not None:
+            self._writers.shutdown(wait=True)
+        self.wal.close()
 
     # -- request path --------------------------------------------------------------------
 
-    def ingest(self, events: list[dict[str, Any]]) -> tuple[list[str], bool]:
-        """Durably log ``events`` (canonical EVENTS records), then try to apply them online.
-        Returns (event ids, applied online now). Raises ValueError for an invalid record."""
+    def ingest(
+        self, events: list[dict[str, Any]], wait_online_s: float | None = None
+    ) -> tuple[list[str], bool]:
+        """Durably log ``events`` (canonical EVENTS records), then wait up to ``wait_online_s``
+        (default: the processor's ``online_wait_s``) for them to be applied online.
+        Returns (event ids, applied online). Raises ValueError for an invalid record and
+        OSError if the WAL could not make them durable (nothing is acknowledged then)."""
+        end = self._log(events)
+        wait = self.online_wait_s if wait_online_s is None else wait_online_s
+        return [e["event_id"] for e in events], self.applier.wait_applied(end, wait)
+
+    async def ingest_async(
+        self, events: list[Any], wait_online_s: float | None = None
+    ) -> tuple[list[str], bool]:
+        """:meth:`ingest` for an async caller: the write and fsync run in the processor's writer
+        threads and the wait for the online apply does not block the event loop, so one replica
+        can have many ingests in flight (and they share fsyncs and apply batches)."""
+        if self._writers is None:
+            self._writers = ThreadPoolExecutor(WAL_WRITERS, thread_name_prefix="events-wal")
+        end = await asyncio.get_running_loop().run_in_executor(self._writers, self._log, events)
+        wait = self.online_wait_s if wait_online_s is None else wait_online_s
+        return [e["event_id"] for e in events], await self.applier.wait_applied_async(end, wait)
+
+    def _log(self, events: list[dict[str, Any]]) -> WalPosition:
+        """Join the decision audit, append durably, wake the apply thread; the WAL end."""
+        self.start()
         self._fill_from_audit(events)
-        self.wal.append(events)
-        return [e["event_id"] for e in events], self.apply_online()
+        _, end = self.wal.append(events)
+        self.applier.wake(acked=end)
+        return end
 
     def _fill_from_audit(self, events: list[dict[str, Any]]) -> None:
         """Impressions carry what was served (variant, model, propensity, position), read from the
@@ -101,106 +161,34 @@ class EventProcessor:
     # -- online application -----------------------------------------------------------------
 
     def apply_online(self, wal: WriteAheadLog | None = None) -> bool:
-        """Apply every pending record of ``wal`` (default: own) online; False if the store or
-        Redis failed (the records stay pending and the worker retries)."""
+        """Apply every pending record of ``wal`` (default: own) online now; False if the store
+        or Redis failed (the records stay pending and are retried)."""
         wal = wal or self.wal
+        while (outcome := self._apply_batch(wal)) is not None:
+            if not outcome:
+                return False
+        return True
+
+    def _apply_batch(
+        self, wal: WriteAheadLog, applied: Callable[[WalPosition], None] | None = None
+    ) -> bool | None:
+        """Apply up to APPLY_BATCH pending records of ``wal`` as one batch, tell ``applied``,
+        then commit the online cursor: True if applied, None if nothing was pending, False if
+        the apply failed. A crash before the commit replays the batch: sequences and holdings
+        merge idempotently; contact counters may count it twice (at least once)."""
         with self._online_lock:
-            while True:
-                records, position = wal.pending(ONLINE_CURSOR, APPLY_BATCH)
-                if not records:
-                    return True
-                try:
-                    self._apply(records)
-                except (redis.RedisError, OSError, ConnectionError) as error:
-                    log.warning("events: online apply deferred (%s)", error)
-                    return False
-                wal.commit(ONLINE_CURSOR, position)
-
-    def _apply(self, records: list[dict[str, Any]]) -> None:
-        if self.counters is not None:
-            self.counters.record(
-                ContactEvent(r["customer_id"], r["product_id"], r["event_type"], _seconds(r))
-                for r in records
-                if r["event_type"] in ("impression", "dismiss") and r.get("product_id")
-            )
-        interactions = [
-            r
-            for r in records
-            if r["event_type"] in domain.PRODUCT_INTERACTIONS and r.get("product_id")
-        ]
-        if interactions:
-            self._push_sequences(interactions)
-        purchases = [r for r in records if r["event_type"] == "purchase" and r.get("product_id")]
-        if purchases:
-            self._write_holdings(purchases)
-        if interactions and self.client is not None:
-            ids = sorted({str(r["customer_id"]) for r in interactions})
-            self.client.publish(INVALIDATION_CHANNEL, ",".join(ids))
-
-    def _read(self, features: list[str], customer_ids: list[int]) -> dict[str, list[Any]]:
-        return self.store.get_online_features(
-            features=features, entity_rows=[{"customer_id": c} for c in customer_ids]
-        ).to_dict()
-
-    def _push_sequences(self, interactions: list[dict[str, Any]]) -> None:
-        from feast.data_source import PushMode
-
-        from feature_repo.definitions import INTERACTION_PUSH_SOURCE
-
-        customers = sorted({int(r["customer_id"]) for r in interactions})
-        current = self._read(_SEQUENCE_FEATURES, customers)
-        rows = []
-        for i, customer_id in enumerate(customers):
-            known = list(
-                zip(
-                    current["seq_product_ids"][i] or [],
-                    current["seq_event_types"][i] or [],
-                    current["seq_timestamps"][i] or [],
-                    strict=False,
-                )
-            )
-            new = [
-                (r["product_id"], r["event_type"], int(_seconds(r)))
-                for r in interactions
-                if int(r["customer_id"]) == customer_id
-            ]
-            merged = sorted(set(known) | set(new), key=lambda t: (t[2], t[0], t[1]))[
-                -SEQUENCE_LENGTH:
-            ]
-            rows.append(
-                {
-                    "customer_id": customer_id,
-                    "seq_product_ids": [m[0] for m in merged],
-                    "seq_event_types": [m[1] for m in merged],
-                    "seq_timestamps": [m[2] for m in merged],
-                    "seq_length": len(merged),
-                    "event_timestamp": datetime.fromtimestamp(max(m[2] for m in merged), UTC),
-                }
-            )
-        self.store.push(INTERACTION_PUSH_SOURCE, pd.DataFrame(rows), to=PushMode.ONLINE)
-
-    def _write_holdings(self, purchases: list[dict[str, Any]]) -> None:
-        customers = sorted({int(r["customer_id"]) for r in purchases})
-        current = self._read(_HOLDINGS_FEATURES, customers)
-        rows = []
-        for i, customer_id in enumerate(customers):
-            held = set(current["held_product_ids"][i] or [])
-            bought = [r for r in purchases if int(r["customer_id"]) == customer_id]
-            held |= {r["product_id"] for r in bought}
-            row: dict[str, Any] = {
-                "customer_id": customer_id,
-                "held_product_ids": sorted(held),
-                "n_holdings": len(held),
-                "event_timestamp": datetime.fromtimestamp(max(_seconds(r) for r in bought), UTC),
-            }
-            for category in domain.CATEGORIES:
-                row[f"held_{category}"] = sum(
-                    1
-                    for p in held
-                    if p in self.catalogue and self.catalogue[p].category == category
-                )
-            rows.append(row)
-        self.store.write_to_online_store("customer_holdings", pd.DataFrame(rows))
+            records, position = wal.pending(ONLINE_CURSOR, APPLY_BATCH)
+            if not records:
+                return None
+            try:
+                self.online.apply(records)
+            except APPLY_ERRORS as error:
+                log.warning("events: online apply deferred (%s)", error)
+                return False
+            if applied is not None:
+                applied(position)
+            wal.commit(ONLINE_CURSOR, position)
+            return True
 
     # -- background work ------------------------------------------------------------------
 
@@ -230,7 +218,9 @@ class EventProcessor:
 
 
 class BackgroundWorker:
-    """Flushes and applies on an interval in a daemon thread; adopts orphans every minute."""
+    """Flushes to the Parquet event log on an interval in a daemon thread and adopts orphans
+    every minute; starting it starts the processor's online apply thread too (which retries
+    what Redis could not take)."""
 
     def __init__(self, processor: EventProcessor, interval_s: float):
         self.processor = processor
@@ -240,6 +230,7 @@ class BackgroundWorker:
         self._last_adopt = 0.0
 
     def start(self) -> None:
+        self.processor.start()
         self._thread.start()
 
     def stop(self) -> None:
@@ -249,7 +240,6 @@ class BackgroundWorker:
         while not self._stop.wait(self.interval_s):
             try:
                 self.processor.flush()
-                self.processor.apply_online()
                 if time.monotonic() - self._last_adopt > 60:
                     self._last_adopt = time.monotonic()
                     self.processor.adopt_orphans()

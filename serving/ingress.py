@@ -5,12 +5,14 @@ built at replica start (``__serve_build_asgi_app__``), so it closes over this re
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serving.http_api import create_api
-from serving.placement import fused_stages, graph_stages
+from serving.placement import fused_stages, graph_stages, in_process_stages
 from serving.service import RecommendationService
 from serving.settings import ServingArgs
 
@@ -21,19 +23,29 @@ class Ingress:
     def __init__(
         self,
         args: ServingArgs,
-        ranking: DeploymentHandle,
         events: DeploymentHandle,
+        ranking: DeploymentHandle | None = None,
         features: DeploymentHandle | None = None,
         retrieval: DeploymentHandle | None = None,
         rules: DeploymentHandle | None = None,
     ):
-        if args.placement == "graph":
-            if features is None or retrieval is None or rules is None:
-                raise ValueError("placement 'graph' needs the features, retrieval and rules stages")
-            stages = graph_stages(features, retrieval, ranking, rules, events)
-        else:
+        if args.placement == "colocated":
+            stages = in_process_stages(args, "colocated", events)
+        elif ranking is None:
+            raise ValueError(f"placement {args.placement!r} needs the ranking stage")
+        elif args.placement == "fused":
             stages = fused_stages(args, ranking, events)
+        elif features is None or retrieval is None or rules is None:
+            raise ValueError("placement 'graph' needs the features, retrieval and rules stages")
+        else:
+            stages = graph_stages(features, retrieval, ranking, rules, events)
         self.service = RecommendationService(args, stages)
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Model reload for the colocated placement (where each ingress replica holds the
+        model): the same user_config as ``RankingStage.reconfigure``."""
+        if self.service.stages.ranking_engine is not None:
+            self.service.stages.ranking_engine.reconfigure(user_config)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_api(self.service)

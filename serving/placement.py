@@ -2,9 +2,12 @@
 placement says which of those run in the ingress's own process and which behind a Serve
 ``DeploymentHandle``:
 
-- ``fused`` (production): features, retrieval and the decision run in the ingress replica; the
-  model runs in ``RankingStage`` (``@serve.batch`` across requests, its own autoscaling, its own
-  CPU). One hop per request, so the Serve per-hop cost (~1 ms CPU each side) is paid once.
+- ``colocated`` (production on CPU): every stage runs in each ingress replica, the model
+  micro-batched across that replica's concurrent requests; replicas scale out behind HAProxy.
+  No hop on the request path, so no Serve per-hop cost (~1 ms CPU each side plus pickling).
+- ``fused``: features, retrieval and the decision in the ingress replica; the model in
+  ``RankingStage`` (``@serve.batch`` across all ingress replicas, its own autoscaling and
+  resources: the shape for a GPU ranker). One hop per request.
 - ``graph``: every stage is its own deployment, awaited in turn (the naive reference).
 - ``local``: everything in one process, events included (the single-process reference).
 """
@@ -20,7 +23,7 @@ from ray.serve.handle import DeploymentHandle
 
 from serving.settings import ServingArgs
 
-Placement = Literal["fused", "graph", "local"]
+Placement = Literal["colocated", "fused", "graph", "local"]
 AsyncCall = Callable[..., Awaitable[Any]]
 
 
@@ -61,6 +64,7 @@ class Stages:
     ranking_status: AsyncCall  # () -> dict
     rules_version: AsyncCall  # () -> str
     pings: tuple[AsyncCall, ...]  # every remote stage answers
+    ranking_engine: Any = None  # the in-process model book, where the model runs in-process
 
 
 def graph_stages(
@@ -105,11 +109,12 @@ def fused_stages(args: ServingArgs, ranking: DeploymentHandle, events: Deploymen
     )
 
 
-def local_stages(args: ServingArgs) -> Stages:
-    """Every stage in this process (the raw classes behind the deployments, no Ray)."""
+def in_process_stages(args: ServingArgs, placement: Placement, events: Any) -> Stages:
+    """Every request stage in this process (the engines behind the deployments, the model
+    micro-batched); ``events`` is an ``EventsStage`` handle or an in-process instance."""
     from serving.engines import DecisionEngine, RankingEngine, RetrievalEngine
     from serving.microbatch import MicroBatcher
-    from serving.stages import EventsStage, feature_reader
+    from serving.stages import feature_reader
 
     features = feature_reader(args)
     retrieval = RetrievalEngine(args)
@@ -120,16 +125,29 @@ def local_stages(args: ServingArgs) -> Stages:
         return await ranking.rank(*call, scorer)
 
     decisions = DecisionEngine(args)
-    events = EventsStage.func_or_class(args)
+    ingest = (
+        remote(events, "ingest")
+        if isinstance(events, DeploymentHandle)
+        else in_process(events, "ingest")
+    )
+    pings = (remote(events, "ping"),) if isinstance(events, DeploymentHandle) else ()
     return Stages(
-        placement="local",
+        placement=placement,
         fetch=in_process(features, "fetch"),
         retrieve=in_process(retrieval, "retrieve"),
         rank=rank,
         decide=in_process(decisions, "decide"),
         audit_record=in_process(decisions, "audit_record"),
-        ingest=in_process(events, "ingest"),
+        ingest=ingest,
         ranking_status=in_process(ranking, "status"),
         rules_version=in_process(decisions, "rules_version"),
-        pings=(),
+        pings=pings,
+        ranking_engine=ranking,
     )
+
+
+def local_stages(args: ServingArgs) -> Stages:
+    """Everything in this process, events included, no Ray (the single-process server)."""
+    from serving.stages import EventsStage
+
+    return in_process_stages(args, "local", EventsStage.func_or_class(args))

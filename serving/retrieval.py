@@ -33,14 +33,32 @@ class Retriever:
         self.catalogue = catalogue
         self.priors = priors
         self.max_candidates = max_candidates
+        # Both depend only on (app, segment): computed once, not per request.
+        self._scope: dict[str, list[str]] = {}
+        self._by_prior: dict[tuple[str, str], list[tuple[float, str]]] = {}
 
     def in_scope(self, app: str, app_config: AppConfig) -> list[str]:
-        allowed = set(app_config.allowed_categories)
-        return [
-            p.product_id
-            for p in self.catalogue.products.values()
-            if app in p.apps and p.category in allowed
-        ]
+        scope = self._scope.get(app)
+        if scope is None:
+            allowed = set(app_config.allowed_categories)
+            scope = [
+                p.product_id
+                for p in self.catalogue.products.values()
+                if app in p.apps and p.category in allowed
+            ]
+            self._scope[app] = scope
+        return scope
+
+    def _prior_order(
+        self, app: str, app_config: AppConfig, segment: str, prior: dict[str, float]
+    ) -> list[tuple[float, str]]:
+        """The app's products by prior score, best first: (-score, product_id) pairs."""
+        key = (app, segment)
+        order = self._by_prior.get(key)
+        if order is None:
+            order = sorted((-prior.get(pid, 0.0), pid) for pid in self.in_scope(app, app_config))
+            self._by_prior[key] = order
+        return order
 
     def retrieve(self, customer: CustomerView, app: str, app_config: AppConfig) -> Retrieved:
         prior, source = self.priors.scores_for(customer.segment)
@@ -51,13 +69,21 @@ class Retriever:
             for neighbour, strength in self.priors.co_interest.get(interaction.product_id, ()):
                 if strength > co.get(neighbour, (0.0, ""))[0]:
                     co[neighbour] = (strength, interaction.product_id)
-        scored: list[Candidate] = []
-        for pid in self.in_scope(app, app_config):
-            strength, seed = co.get(pid, (0.0, ""))
-            reasons = [f"retrieved:{source}"]
-            if strength > 0:
-                reasons.append(f"retrieved:co_interest:{seed}")
-            score = prior.get(pid, 0.0) + CO_INTEREST_WEIGHT * strength
-            scored.append(Candidate(product_id=pid, score=score, reasons=tuple(reasons)))
-        scored.sort(key=lambda c: (-c.score, c.product_id))
-        return Retrieved(scored[: self.max_candidates], source)
+        order = self._prior_order(app, app_config, customer.segment or "", prior)
+        only_prior = [f"retrieved:{source}"]
+        if co:  # boosted products move up; everything else keeps the cached prior order
+            order = sorted(
+                (neg - CO_INTEREST_WEIGHT * co[pid][0], pid) if pid in co else (neg, pid)
+                for neg, pid in order
+            )
+        scored = [
+            Candidate(
+                product_id=pid,
+                score=-neg,
+                reasons=(*only_prior, f"retrieved:co_interest:{co[pid][1]}")
+                if pid in co and co[pid][0] > 0
+                else (only_prior[0],),
+            )
+            for neg, pid in order[: self.max_candidates]
+        ]
+        return Retrieved(scored, source)

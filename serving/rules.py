@@ -110,6 +110,11 @@ class RuleOutcome:
     rules_version: str
 
 
+_ProfileRules = tuple[tuple[str, str] | None, tuple[str, str] | None]
+#: Distinct (app, customer profile) tables kept per engine before starting afresh.
+_PROFILE_CACHE_SIZE = 4096
+
+
 class RuleEngine:
     """Applies one :class:`RuleSet` (immutable: reloading builds a new engine)."""
 
@@ -119,12 +124,52 @@ class RuleEngine:
         unknown = sorted(set(rules.blocked_products) - set(catalogue.products))
         if unknown:
             log.warning("rules %s block unknown products %s", rules.version, unknown)
+        self._by_profile: dict[tuple[object, ...], dict[str, _ProfileRules]] = {}
 
     def hard_rule(
         self, product: ProductInfo, customer: CustomerView, app: str, app_config: AppConfig
     ) -> tuple[str, str] | None:
         """The first eligibility/suitability/consent rule ``product`` fails, as (rule, detail),
-        or None when it passes them all. Retrieval uses it to skip hopeless candidates."""
+        or None when it passes them all."""
+        before_held, after_held = self._profile_rules(product, customer, app, app_config)
+        if before_held is not None:
+            return before_held
+        if self.rules.eligibility.exclude_held and product.product_id in customer.held:
+            return "already_held", "customer already holds it"
+        return after_held
+
+    def _profile_rules(
+        self, product: ProductInfo, customer: CustomerView, app: str, app_config: AppConfig
+    ) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
+        """The rules that depend on the product, the app and the customer's profile only (not on
+        what they hold), checked before and after the held-product rule. Few profiles exist
+        (type, age band, income, KYC, risk profile, consent), so results are memoised per
+        engine (one rules version) and profile: the request path does dictionary lookups."""
+        key = (
+            app,
+            customer.customer_type,
+            customer.age_band,
+            customer.income_band_index,
+            customer.kyc_level,
+            customer.risk_profile,
+            customer.consent_marketing,
+        )
+        table = self._by_profile.get(key)
+        if table is None:
+            if len(self._by_profile) >= _PROFILE_CACHE_SIZE:
+                self._by_profile.clear()
+            table = self._by_profile[key] = {}
+        found = table.get(product.product_id)
+        if found is None:
+            found = table[product.product_id] = (
+                self._rules_before_held(product, customer, app, app_config),
+                self._rules_after_held(product, customer),
+            )
+        return found
+
+    def _rules_before_held(
+        self, product: ProductInfo, customer: CustomerView, app: str, app_config: AppConfig
+    ) -> tuple[str, str] | None:
         if product.product_id in self.rules.blocked_products:
             return "blocked_product", "withdrawn in this rules version"
         if app not in product.apps:
@@ -146,8 +191,11 @@ class RuleEngine:
             )
         if customer.kyc_level < product.min_kyc_level:
             return "kyc_level", f"needs KYC ≥ {product.min_kyc_level}, has {customer.kyc_level}"
-        if self.rules.eligibility.exclude_held and product.product_id in customer.held:
-            return "already_held", "customer already holds it"
+        return None
+
+    def _rules_after_held(
+        self, product: ProductInfo, customer: CustomerView
+    ) -> tuple[str, str] | None:
         limit = self._risk_limit(customer)
         if product.category in self.rules.suitability.applies_to and product.risk_class > limit:
             return "suitability", (

@@ -37,10 +37,11 @@ class ServingArgs(BaseModel):
         None, description="MLflow registry (default: <data_dir>/registry)"
     )
     model_name: str = "persona-ranker"
-    placement: Literal["fused", "graph"] = Field(
-        "fused",
-        description="fused: features, retrieval and rules in the ingress, the model in its own "
-        "batched deployment (one hop); graph: every stage its own deployment.",
+    placement: Literal["colocated", "fused", "graph"] = Field(
+        "colocated",
+        description="colocated: every request stage in each ingress replica; fused: the model "
+        "in its own batched deployment; graph: every stage its own deployment "
+        "(serving.placement).",
     )
     feature_cache_ttl_s: float = Field(5.0, ge=0)
     max_candidates: int = Field(200, ge=1)

@@ -158,8 +158,8 @@ def test_serve_config_is_valid_for_serve_deploy() -> None:
     (application,) = config.applications
     ServingArgs.model_validate(application.args)
     names = {d.name for d in application.deployments}
-    assert ServingArgs.model_validate(application.args).placement == "fused"
-    assert names == {"Ingress", "RankingStage", "EventsStage"}
+    assert ServingArgs.model_validate(application.args).placement == "colocated"
+    assert names == {"Ingress", "EventsStage"}
     for deployment in application.deployments:
         assert 0 < deployment.ray_actor_options.num_cpus < 1, deployment.name
         assert deployment.autoscaling_config, deployment.name

@@ -343,7 +343,8 @@ def test_reconfigure_switches_model_versions_without_restart(serving_stack: Serv
         serving_stack.registry,
         seed=1,
     )
-    handle = serve.get_deployment_handle("RankingStage", app_name="persona")
+    holder = "Ingress" if serving_stack.args.placement == "colocated" else "RankingStage"
+    handle = serve.get_deployment_handle(holder, app_name="persona")
     handle.reconfigure.remote({"model_name": "persona-ranker", "reload": 1}).result(timeout_s=60)
     body = recommend(serving_stack, customer_id, "rib").json()
     assert body["model_version"] == "persona-ranker@v2", body
