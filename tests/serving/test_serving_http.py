@@ -363,6 +363,83 @@ def test_metrics_show_requests_stages_and_fallbacks(serving_stack: ServingStack)
     assert 'stage="ranking"' in text and 'stage="features"' in text
 
 
+def test_every_placement_serves_the_same_decisions(serving_stack: ServingStack) -> None:
+    """The fused and graph placements (as extra Serve apps) and the single-process server
+    answer the same customers with the same ranked items as the colocated default (requests
+    with an exploration slot excepted: those are random by design)."""
+    import subprocess
+    import sys
+
+    from ray import serve
+
+    from serving.app import build_app
+    from tests.serving.conftest import free_port
+
+    args = serving_stack.args
+    for placement in ("fused", "graph"):
+        serve.run(
+            build_app(args.model_copy(update={"placement": placement})),
+            name=f"persona-{placement}",
+            route_prefix=f"/{placement}",
+            blocking=False,
+        )
+    port = free_port()
+    code = (
+        "import sys; from serving.settings import ServingArgs; "
+        "from serving.single_process import run_single_process; "
+        "run_single_process(ServingArgs.model_validate_json(sys.argv[1]), '127.0.0.1', "
+        "int(sys.argv[2]), quiet=True)"
+    )
+    server = subprocess.Popen([sys.executable, "-c", code, args.model_dump_json(), str(port)])
+    bases = {
+        "fused": f"{serving_stack.url}/fused",
+        "graph": f"{serving_stack.url}/graph",
+        "local": f"http://127.0.0.1:{port}",
+    }
+    try:
+        for placement, base in bases.items():
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    ready = requests.get(f"{base}/readyz", timeout=5)
+                    if ready.status_code == 200:
+                        assert ready.json()["placement"] == placement
+                        break
+                except requests.RequestException:
+                    pass
+                assert time.monotonic() < deadline, f"{placement} never became ready"
+                time.sleep(0.5)
+        compared = dict.fromkeys(bases, 0)
+        for customer_id in customers(serving_stack, "customer_type = 'retail'", 12):
+            reference = recommend(serving_stack, customer_id, "rib").json()
+            for placement, base in bases.items():
+                other = requests.post(
+                    f"{base}/v1/recommendations",
+                    json={"customer_id": customer_id, "app": "rib"},
+                    headers={"X-API-Key": KEYS["rib"]},
+                    timeout=30,
+                ).json()
+                assert (other["variant"], other["model_version"]) == (
+                    reference["variant"],
+                    reference["model_version"],
+                ), (placement, other)
+                explored = any(
+                    "exploration_slot" in i["reasons"]
+                    for i in (*other["items"], *reference["items"])
+                )
+                if not explored:
+                    assert [i["product_id"] for i in other["items"]] == [
+                        i["product_id"] for i in reference["items"]
+                    ], (placement, customer_id)
+                    compared[placement] += 1
+        assert min(compared.values()) >= 3, compared
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        for placement in ("fused", "graph"):
+            serve.delete(f"persona-{placement}")
+
+
 def test_priors_are_shares_and_co_interest_never_points_at_itself(
     serving_stack: ServingStack,
 ) -> None:
