@@ -9,9 +9,15 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
 from serving.api import EventAck, EventBatch, RecommendationRequest, RecommendationResponse
 from serving.service import ApiError, RecommendationService
+
+
+def _json(model: BaseModel) -> Response:
+    return Response(model.model_dump_json(), media_type="application/json")
+
 
 ApiKey = Annotated[str | None, Header(alias="X-API-Key", description="The calling app's key.")]
 
@@ -35,15 +41,15 @@ def create_api(service: RecommendationService) -> FastAPI:
         ]
         return JSONResponse({"error": "invalid request", "problems": problems}, status_code=422)
 
+    # The service builds typed, valid responses: they are written with pydantic-core's JSON
+    # encoder directly instead of being validated and encoded a second time by FastAPI.
     @api.post("/v1/recommendations", response_model=RecommendationResponse)
-    async def recommend(
-        body: RecommendationRequest, x_api_key: ApiKey = None
-    ) -> RecommendationResponse:
-        return await service.recommend(body, x_api_key)
+    async def recommend(body: RecommendationRequest, x_api_key: ApiKey = None) -> Response:
+        return _json(await service.recommend(body, x_api_key))
 
     @api.post("/v1/events", response_model=EventAck)
-    async def events(body: EventBatch, x_api_key: ApiKey = None) -> EventAck:
-        return await service.ingest(body, x_api_key)
+    async def events(body: EventBatch, x_api_key: ApiKey = None) -> Response:
+        return _json(await service.ingest(body, x_api_key))
 
     @api.get("/v1/audit/{request_id}")
     async def audit(request_id: str, x_api_key: ApiKey = None) -> dict[str, Any]:
