@@ -14,10 +14,8 @@ from pathlib import Path
 from typing import Final
 
 import numpy as np
-import pyarrow as pa
 import torch
 
-from persona.features.catalog import CUSTOMER_BEHAVIOUR, CUSTOMER_HOLDINGS, CUSTOMER_PROFILE
 from serving.customer import CustomerView
 from serving.rules import Candidate
 from training.examples import INTERACTION_TYPES, NO_SEGMENT, Manifest, Vocabulary
@@ -28,21 +26,6 @@ log = logging.getLogger(__name__)
 
 #: The feature service serving reads; a model trained on another is refused.
 SERVED_FEATURE_SERVICE: Final = "ranker_v1"
-_ARROW_TYPES: Final = {
-    "int64": pa.int64(),
-    "float64": pa.float64(),
-    "string": pa.string(),
-    "bool": pa.bool_(),
-    "string_list": pa.list_(pa.string()),
-    "int64_list": pa.list_(pa.int64()),
-}
-_DENSE_SCHEMA: Final = pa.schema(
-    [
-        pa.field(c.name, _ARROW_TYPES[c.type])
-        for view in (CUSTOMER_PROFILE, CUSTOMER_BEHAVIOUR, CUSTOMER_HOLDINGS)
-        for c in view.columns
-    ]
-)
 
 
 class ModelRefused(ValueError):
@@ -113,8 +96,7 @@ class ServedModel:
         return items, types
 
     def _dense(self, customers: list[CustomerView]) -> np.ndarray:
-        rows = [{name: c.raw.get(name) for name in _DENSE_SCHEMA.names} for c in customers]
-        raw = self.dense.raw(pa.Table.from_pylist(rows, schema=_DENSE_SCHEMA))
+        raw = self.dense.raw_rows([c.raw for c in customers])
         return ((raw - self.mean) / self.std).astype(np.float32)
 
     @torch.no_grad()
