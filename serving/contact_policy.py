@@ -20,6 +20,24 @@ _WEEK_TTL_S = 8 * 86_400
 #: Dismissals are kept longer than any sensible cooldown.
 _DISMISSAL_TTL_S = 180 * 86_400
 _DAY_S = 86_400
+#: Most hash keys one increment script call touches (bounds how long it holds Redis).
+_KEYS_PER_SCRIPT = 500
+#: HINCRBY every (field, by) pair of each key, then EXPIRE the key: a whole batch of counter
+#: updates in one command, atomic like the MULTI it runs in. KEYS[i]: a counter hash; ARGV per
+#: key, in order: its TTL in seconds, its number of pairs n, then n (field, by) pairs.
+_INCREMENT_SCRIPT = """
+local a = 1
+for _, key in ipairs(KEYS) do
+  local ttl, n = ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
+  for _ = 1, n do
+    redis.call('HINCRBY', key, ARGV[a], ARGV[a + 1])
+    a = a + 2
+  end
+  redis.call('EXPIRE', key, ttl)
+end
+return #KEYS
+"""
 
 
 @lru_cache(maxsize=64)
@@ -44,6 +62,8 @@ class ContactCounters:
 
     def __init__(self, client: redis.Redis):
         self.client = client
+        # Registering talks to nobody: the script is loaded (once) by the first pipeline using it.
+        self._increment = client.register_script(_INCREMENT_SCRIPT)
 
     @staticmethod
     def _keys(customer_id: int, ts_s: float) -> tuple[str, str, str]:
@@ -84,10 +104,10 @@ class ContactCounters:
 
     def record_into(self, pipe: redis.client.Pipeline, events: Iterable[ContactEvent]) -> int:
         """Queue the batch's counter updates on ``pipe`` (a redis pipeline the caller executes);
-        returns how many events count. Increments are summed per key and field and each key's
-        TTL is set once: the same end state as one HINCRBY + EXPIRE per event, in fewer
-        commands."""
-        increments: dict[tuple[str, str], int] = {}
+        returns how many events count. Increments are summed per key and field and applied by
+        one script call per :data:`_KEYS_PER_SCRIPT` keys, each key's TTL set once: the same end
+        state as one HINCRBY + EXPIRE per event, in a few commands."""
+        increments: dict[str, dict[str, int]] = {}
         dismissals: dict[str, dict[str, str]] = {}
         ttls: dict[str, int] = {}
         n = 0
@@ -95,20 +115,26 @@ class ContactCounters:
             if e.event_type == "impression":
                 day, week, _ = self._keys(e.customer_id, e.timestamp_s)
                 for key, ttl in ((day, _DAY_TTL_S), (week, _WEEK_TTL_S)):
-                    for field in (e.product_id, _ALL):
-                        increments[key, field] = increments.get((key, field), 0) + 1
+                    fields = increments.setdefault(key, {})
+                    fields[e.product_id] = fields.get(e.product_id, 0) + 1
+                    fields[_ALL] = fields.get(_ALL, 0) + 1
                     ttls[key] = ttl
                 n += 1
             elif e.event_type == "dismiss":
                 dismissed = f"{KEY_PREFIX}:{e.customer_id}:dismissed"
                 # The latest dismissal in event order wins, as with one HSET per event.
                 dismissals.setdefault(dismissed, {})[e.product_id] = f"{e.timestamp_s:.3f}"
-                ttls[dismissed] = _DISMISSAL_TTL_S
                 n += 1
-        for (key, field), count in increments.items():
-            pipe.hincrby(key, field, count)
-        for key, fields in dismissals.items():
-            pipe.hset(key, mapping=fields)
-        for key, ttl in ttls.items():
-            pipe.expire(key, ttl)
+        keys = list(increments)
+        for start in range(0, len(keys), _KEYS_PER_SCRIPT):
+            chunk = keys[start : start + _KEYS_PER_SCRIPT]
+            args: list[str | int] = []
+            for key in chunk:
+                args += [ttls[key], len(increments[key])]
+                for field, count in increments[key].items():
+                    args += [field, count]
+            self._increment(keys=chunk, args=args, client=pipe)
+        for key, at in dismissals.items():
+            pipe.hset(key, mapping=at)
+            pipe.expire(key, _DISMISSAL_TTL_S)
         return n
