@@ -240,7 +240,8 @@ class DecisionEngine:
         self.rules = RulesProvider(args.rules_file, Catalogue.from_data_dir(args.data_dir))
         client = redis_client(args)
         self.counters = ContactCounters(client) if client is not None else None
-        self.audit = AuditLog(client, args.serving_dir / "audit")
+        # The audit writer runs off the request path: it may wait longer for Redis.
+        self.audit = AuditLog(redis_client(args, timeout_s=1.0), args.serving_dir / "audit")
 
     def rules_version(self) -> str:
         return self.rules.engine().rules.version
