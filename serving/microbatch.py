@@ -13,7 +13,12 @@ Result = TypeVar("Result")
 
 class MicroBatcher(Generic[Item, Result]):
     """``await batcher(item)``: items arriving within ``wait_s`` of the first (or until
-    ``max_batch_size``) go to ``handle`` together; each caller gets its own result."""
+    ``max_batch_size``) go to ``handle`` together; each caller gets its own result.
+
+    ``wait_s = 0`` batches without waiting: the batch runs on the loop's next turn with every
+    item queued by then. A lone request pays no wait; under load, requests that reach ranking
+    while the previous batch computes form the next one (batches grow with load by
+    themselves)."""
 
     def __init__(
         self,
@@ -27,7 +32,7 @@ class MicroBatcher(Generic[Item, Result]):
         self.max_batch_size = max_batch_size
         self.wait_s = wait_s
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
-        self._flush: asyncio.TimerHandle | None = None
+        self._flush: asyncio.Handle | None = None
 
     async def __call__(self, item: Item) -> Result:
         loop = asyncio.get_running_loop()
@@ -36,7 +41,11 @@ class MicroBatcher(Generic[Item, Result]):
         if len(self._pending) >= self.max_batch_size:
             self._run()
         elif self._flush is None:
-            self._flush = loop.call_later(self.wait_s, self._run)
+            self._flush = (
+                loop.call_later(self.wait_s, self._run)
+                if self.wait_s > 0
+                else loop.call_soon(self._run)
+            )
         return await future
 
     def _run(self) -> None:

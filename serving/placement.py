@@ -119,7 +119,7 @@ def in_process_stages(args: ServingArgs, placement: Placement, events: Any) -> S
     features = feature_reader(args)
     retrieval = RetrievalEngine(args)
     ranking = RankingEngine(args)
-    scorer = MicroBatcher(ranking.score_batch, args.max_batch_size, args.batch_wait_timeout_s)
+    scorer = MicroBatcher(ranking.score_batch, args.max_batch_size, args.colocated_batch_wait_s)
 
     async def rank(*call: Any) -> Any:
         return await ranking.rank(*call, scorer)

@@ -46,7 +46,16 @@ class ServingArgs(BaseModel):
     feature_cache_ttl_s: float = Field(5.0, ge=0)
     max_candidates: int = Field(200, ge=1)
     max_batch_size: int = Field(16, ge=1, le=256)
-    batch_wait_timeout_s: float = Field(0.003, ge=0, le=0.1)
+    batch_wait_timeout_s: float = Field(
+        0.003, ge=0, le=0.1, description="RankingStage's @serve.batch wait (fused and graph)."
+    )
+    colocated_batch_wait_s: float = Field(
+        0.0,
+        ge=0,
+        le=0.1,
+        description="The in-process model's batch wait (colocated, single process); 0 batches "
+        "whatever is queued on the loop's next turn.",
+    )
     budgets: Budgets = Field(default_factory=lambda: Budgets())
     flush_interval_s: float = Field(
         2.0, gt=0, description="How often events go to the Parquet log."
