@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -51,7 +51,16 @@ def apply_command(data_dir: DataDirOption = None) -> None:
 
 
 @features_app.command("materialize")
-def materialize_command(data_dir: DataDirOption = None) -> None:
+def materialize_command(
+    data_dir: DataDirOption = None,
+    engine: Annotated[
+        Literal["auto", "feast", "bulk"],
+        typer.Option(
+            help="auto: the bulk loader for Redis, Feast's own path for SQLite; "
+            "feast: FeatureStore.materialize; bulk: the bulk loader (Redis only)."
+        ),
+    ] = "auto",
+) -> None:
     """Load the latest feature rows into the online store (Redis, or SQLite when Redis is down)."""
     from persona.features.store import choose_online_store, materialize_all, open_store
 
@@ -59,10 +68,11 @@ def materialize_command(data_dir: DataDirOption = None) -> None:
         settings = settings_for(data_dir)
         choice = choose_online_store(settings)
         console.print(f"online store: [bold]{choice.kind}[/bold] ({choice.reason})")
-        result = materialize_all(open_store(settings, choice), settings.data_dir)
+        result = materialize_all(open_store(settings, choice), settings.data_dir, engine=engine)
     console.print_json(
         json.dumps(
             {
+                "engine": result.engine,
                 "rows": result.rows,
                 "seconds": round(result.seconds, 2),
                 "rows_per_second": round(result.rows_per_second),

@@ -126,27 +126,61 @@ def apply_definitions(store: FeatureStore, data_dir: Path) -> list[str]:
     return [getattr(o, "name", type(o).__name__) for o in repo.objects()]
 
 
+#: How ``materialize_all`` loads the online store: ``bulk`` (Redis only,
+#: :mod:`persona.features.bulk_materialise`), ``feast`` (``FeatureStore.materialize``), or
+#: ``auto``: bulk for Redis, Feast's own path for the embedded SQLite store.
+MaterializeEngine = Literal["auto", "feast", "bulk"]
+
+
 @dataclass(frozen=True)
 class MaterializeResult:
     rows: dict[str, int]
     seconds: float
+    engine: Literal["feast", "bulk"] = "feast"
 
     @property
     def rows_per_second(self) -> float:
         return sum(self.rows.values()) / self.seconds if self.seconds > 0 else 0.0
 
 
-def materialize_all(
-    store: FeatureStore, data_dir: Path, *, end: datetime | None = None
-) -> MaterializeResult:
-    """Load the latest row per entity of every view into the online store (Feast's own path).
+def resolve_engine(store: FeatureStore, engine: MaterializeEngine) -> Literal["feast", "bulk"]:
+    """``auto`` → ``bulk`` on a Redis online store, ``feast`` otherwise; ``bulk`` needs Redis."""
+    is_redis = isinstance(store.config.online_store, RedisOnlineStoreConfig)
+    if engine == "auto":
+        return "bulk" if is_redis else "feast"
+    if engine == "bulk" and not is_redis:
+        raise ValueError("engine 'bulk' writes Feast's Redis layout; this store is not Redis")
+    return engine
 
-    ``rows`` counts the entities written per view (what the online store holds afterwards).
+
+def materialize_all(
+    store: FeatureStore,
+    data_dir: Path,
+    *,
+    end: datetime | None = None,
+    engine: MaterializeEngine = "auto",
+    progress: bool = True,
+) -> MaterializeResult:
+    """Load the latest row per entity of every view into the online store.
+
+    Every view gets the interval ``[end - longest ttl, end]``. ``rows`` counts the entities
+    loaded per view (the latest row of each entity in that interval: what the online store
+    holds afterwards). Both engines write the same bytes and record the interval in the
+    registry (``feast materialize-incremental`` continues from ``end``).
     """
+    end = end or datetime.now(UTC)
+    longest_ttl = max(t.ttl_days for t in catalog.FEATURE_TABLES.values())
+    start = end - timedelta(days=longest_ttl)
+    chosen = resolve_engine(store, engine)
+    if chosen == "bulk":
+        from persona.features.bulk_materialise import bulk_materialise
+
+        bulk = bulk_materialise(store, start, end, list(catalog.FEATURE_TABLES), progress=progress)
+        return MaterializeResult(rows=bulk.rows, seconds=bulk.seconds, engine="bulk")
+
     import duckdb
 
     features_dir = DataLayout(data_dir).features
-    end = end or datetime.now(UTC)
     rows: dict[str, int] = {}
     # A private connection: a one-row fetch leaves the result open, which would block the
     # process-wide default connection for whoever uses it next.
@@ -155,18 +189,13 @@ def materialize_all(
             path = features_dir / table.name / "data.parquet"
             found = con.execute(
                 f"SELECT count(DISTINCT {table.join_key}) FROM read_parquet('{path}') "
-                f"WHERE event_timestamp > ?::TIMESTAMPTZ - INTERVAL {table.ttl_days} DAY",
-                [end],
-            ).fetchone()
-            rows[table.name] = int(found[0]) if found else 0
-    longest_ttl = max(t.ttl_days for t in catalog.FEATURE_TABLES.values())
+                "WHERE event_timestamp >= ?::TIMESTAMPTZ AND event_timestamp <= ?::TIMESTAMPTZ",
+                [start, end],
+            ).fetchall()
+            rows[table.name] = int(found[0][0]) if found else 0
     started = time.perf_counter()
-    store.materialize(
-        start_date=end - timedelta(days=longest_ttl),
-        end_date=end,
-        feature_views=list(catalog.FEATURE_TABLES),
-    )
-    return MaterializeResult(rows=rows, seconds=time.perf_counter() - started)
+    store.materialize(start_date=start, end_date=end, feature_views=list(catalog.FEATURE_TABLES))
+    return MaterializeResult(rows=rows, seconds=time.perf_counter() - started, engine="feast")
 
 
 def online_customer_vector(
