@@ -366,6 +366,8 @@ class ApplyLoop:
                     return
                 self._wanted = False
                 if not self._pending():
+                    self._settle()  # applied by someone else (an orphan drain, a direct call)
+                    self._cond.notify_all()
                     continue
                 self._attempts += 1
                 attempt = self._attempts

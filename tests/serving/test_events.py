@@ -266,7 +266,7 @@ def test_async_waiters_are_answered_without_blocking_the_event_loop() -> None:
 
         results = await asyncio.gather(*[one() for _ in range(30)], ticker())
         assert ticks == 5
-        return list(results[:30])
+        return [bool(r) for r in results[:30]]
 
     try:
         assert asyncio.run(many()) == [True] * 30
