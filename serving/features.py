@@ -8,12 +8,15 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import redis
 
 from persona.settings import PersonaSettings
 from serving.customer import CustomerView
+
+if TYPE_CHECKING:
+    from persona.features.online_reader import FastOnlineReader
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +86,9 @@ def serving_repo_config(
 
 class OnlineFeatureReader:
     """Reads ``customer_context_v1`` for one customer. Store errors never escape: the caller gets
-    an unknown customer (or the stale cached one) and the reason."""
+    an unknown customer (or the stale cached one) and the reason. On Redis the service is read
+    straight from Feast's layout (:class:`~persona.features.online_reader.FastOnlineReader`:
+    one pipelined round trip, the SDK's values); on the embedded SQLite store through the SDK."""
 
     def __init__(
         self,
@@ -97,6 +102,11 @@ class OnlineFeatureReader:
 
         self.store = FeatureStore(config=serving_repo_config(settings, store_kind, timeout_s))
         self.service = self.store.get_feature_service(CUSTOMER_SERVICE)
+        self.fast: FastOnlineReader | None = None
+        if store_kind == "redis":
+            from persona.features.online_reader import FastOnlineReader
+
+            self.fast = FastOnlineReader(self.store, CUSTOMER_SERVICE, timeout_s=timeout_s)
         self.cache = TTLCache(cache_ttl_s, cache_entries)
         self.store_kind = store_kind
         self.redis_url = settings.redis_url
@@ -109,9 +119,12 @@ class OnlineFeatureReader:
         if cached is not None:
             return FeatureFetch(cached, True, None, (time.perf_counter() - started) * 1e3)
         try:
-            vector = self.store.get_online_features(
-                features=self.service, entity_rows=[{"customer_id": customer_id}]
-            ).to_dict()
+            if self.fast is not None:
+                vector = self.fast.read([customer_id])
+            else:
+                vector = self.store.get_online_features(
+                    features=self.service, entity_rows=[{"customer_id": customer_id}]
+                ).to_dict()
         except (redis.RedisError, OSError) as error:
             stale = self.cache.get(customer_id, allow_stale=True)
             reason = f"features_unavailable: {type(error).__name__}"
@@ -134,6 +147,8 @@ class OnlineFeatureReader:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.fast is not None:
+            self.fast.close()
 
     def _listen(self) -> None:
         backoff = 0.1

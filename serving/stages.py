@@ -149,11 +149,13 @@ class EventsStage:
     def ping(self) -> bool:
         return True
 
-    def ingest(self, events: list[Any]) -> EventAck:
+    async def ingest(self, events: list[Any]) -> EventAck:
+        """Async, so every request in flight shares the group-commit fsync and the online
+        apply batch (a sync method would hold one of the replica's few threads for both)."""
         from serving.events import canonical_events
 
         records = canonical_events(events, datetime.now(UTC))
-        ids, applied = self.processor.ingest(records)
+        ids, applied = await self.processor.ingest_async(records)
         return EventAck(accepted=len(ids), durable=True, online_applied=applied, event_ids=ids)
 
     def flush(self) -> int:
@@ -163,3 +165,5 @@ class EventsStage:
     def __del__(self) -> None:
         if hasattr(self, "worker"):
             self.worker.stop()
+        if hasattr(self, "processor"):
+            self.processor.close()
