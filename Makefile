@@ -37,7 +37,7 @@ format: $(STAMP)
 bench-simulator: $(STAMP)
 	$(BIN)/python bench/simulator_scale.py --customers 1000000 --days 90 --seed 0 --out data/bench_sim
 
-## Feature store on 1M simulated customers x 7 days (bank cached under data/bench_features*), Redis db 5:
+## Feature store on 1M simulated customers x 7 days (bank cached under data/bench_features*), Redis db 13:
 ## stock `feast materialize` vs the bulk materialiser on the same 20k-customer window (byte-identical),
 ## bulk at 100k and 1M customers; online reads Feast SDK vs FastOnlineReader, 1 and 100 customers.
 ## About 4 minutes once the bank is cached (its first build adds about 3).

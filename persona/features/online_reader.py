@@ -221,9 +221,11 @@ class FastOnlineReader:
     """Reads one feature service for 1..N entities from Redis, as Feast's SDK would return it.
 
     ``read`` (redis-py) and ``aread`` (``redis.asyncio``) each make one pipelined round trip:
-    an HMGET per entity of exactly the service's hash fields. Connections are opened on first
-    use; ``timeout_s`` bounds connecting and, for ``aread``, the whole round trip (for ``read``,
-    each socket read). Use one reader per event loop for ``aread``.
+    an HMGET per entity of exactly the service's hash fields. Connections are pooled and opened
+    on first use. ``timeout_s`` bounds connecting (unless ``connect_timeout_s`` is given) and,
+    for ``read``, each socket read (``redis.TimeoutError``), for ``aread``, the whole round
+    trip (``TimeoutError``); a connection that failed or timed out mid-reply is dropped, never
+    reused. Use one reader per event loop for ``aread``; ``read`` is thread-safe.
     """
 
     def __init__(

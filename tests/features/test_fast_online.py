@@ -424,3 +424,26 @@ def test_engine_choice_follows_the_online_store(tmp_path: Path) -> None:
         resolve_engine(sqlite_store, "bulk")
     with pytest.raises(UnsupportedLayout):
         RedisLayout.from_repo_config(sqlite_store.config)
+
+
+@pytest.mark.slow
+def test_key_ttl_and_skip_dedup_configs_load_as_feast_loads_them(
+    crafted_bank: Path, tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    stock = _store(tmp_path, f"ttl_stock_{tag}", crafted_bank)
+    bulk = _store(tmp_path, f"ttl_bulk_{tag}", crafted_bank)
+    for store in (stock, bulk):
+        store.config.online_store.key_ttl_seconds = 3_600
+    bulk.config.online_store.skip_dedup = True
+    try:
+        materialize_all(stock, crafted_bank, end=VALIDATION_NOW, engine="feast", progress=False)
+        materialize_all(bulk, crafted_bank, end=VALIDATION_NOW, engine="bulk", progress=False)
+        stock_dump = _dump(redis_client, stock.project)
+        assert _dump(redis_client, bulk.project) == stock_dump
+        for project in (stock.project, bulk.project):
+            ttls = [redis_client.ttl(k + project.encode()) for k in stock_dump]
+            assert all(0 < t <= 3_600 for t in ttls), (project, ttls)
+    finally:
+        for store in (stock, bulk):
+            _drop_project(redis_client, store.project)
