@@ -178,6 +178,38 @@ def memory_rows() -> list[Row]:
                 "",
             )
         )
+    throughput = load("training_throughput")
+    if throughput is None:
+        rows.append(
+            missing("peak memory: training, simulator", "—", "make bench-training-throughput")
+        )
+        return rows
+    memory = throughput["summary"]["peak_memory_mb"]
+    rows.append(
+        (
+            "peak memory: training (Ray Train, Amazon Games transformer)",
+            "—",
+            f"train worker {memory['training_ray_train_worker']:,.0f} MB; all Ray processes "
+            f"RSS {memory['training_ray_all_processes_rss']:,.0f} MB "
+            f"(PSS {memory['training_ray_all_processes_pss']:,.0f} MB)",
+            f"one torch process: {memory['training_torch_process']:,.0f} MB",
+            f"{memory['training_ray_all_processes_rss'] / memory['training_torch_process']:.1f}× "
+            "all processes",
+        )
+    )
+    if memory["simulator"]:
+        rows.append(
+            (
+                "peak memory: simulator (all processes)",
+                "—",
+                "; ".join(f"{size}: {mb:,.0f} MB" for size, mb in memory["simulator"].items()),
+                "; ".join(
+                    f"{size}: {mb:,.0f} MB (`make bench-simulator`)"
+                    for size, mb in memory["simulator_reference"].items()
+                ),
+                "",
+            )
+        )
     return rows
 
 

@@ -3,7 +3,8 @@
 Rank 0 evaluates on the validation split after every epoch (NDCG@k under the run's protocol),
 saves a checkpoint only when validation improves, and stops the run after ``patience`` epochs
 without improvement; so the run's last checkpoint is its best. Seeds: torch, numpy and Ray
-Data's shuffle all derive from ``config.seed``.
+Data's shuffle all derive from ``config.seed``. :func:`train_epoch` and :func:`validate` are
+the per-epoch steps, so an in-process loop (``bench/training_throughput.py``) runs the same code.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import math
 import resource
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,16 @@ def _padded(values: np.ndarray, width: int | None = None) -> tuple[np.ndarray, n
         out[i, : len(v)] = v
         valid[i, : len(v)] = True
     return out, valid
+
+
+def shuffle_buffer_size(config: TrainConfig) -> int:
+    """Rows in the local shuffle buffer each worker draws its batches from."""
+    return max(config.batch_size * 20, 1000)
+
+
+def shuffle_seed(config: TrainConfig, epoch: int) -> int:
+    """Seed of the local shuffle in ``epoch`` (0-based): a different order every epoch."""
+    return config.seed * 1000 + epoch
 
 
 def learning_rate_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
@@ -97,6 +109,104 @@ def batch_loss(
     return loss
 
 
+@dataclass(frozen=True)
+class EpochTraining:
+    """One pass over a worker's training rows: mean batch loss, rows seen, wall seconds, and when
+    the pass began (unix seconds, so a driver can place it on its own clock)."""
+
+    loss: float
+    samples: int
+    seconds: float
+    started_at: float
+
+
+def seed_worker(seed: int) -> None:
+    """Seed torch and numpy for one worker (rank r uses ``config.seed + r``)."""
+    import torch
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def torch_threads(config: TrainConfig) -> int:
+    """Intra-op threads per worker: ``scaling.torch_threads`` or the worker's CPUs."""
+    return config.scaling.torch_threads or max(int(config.scaling.cpus_per_worker), 1)
+
+
+def make_optimiser(model: Any, config: TrainConfig, rows: int, world: int) -> tuple[Any, Any]:
+    """Adam over ``model``'s parameters and the per-step learning-rate schedule for ``rows``
+    training rows split over ``world`` workers."""
+    import torch
+
+    optimiser = torch.optim.Adam(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    steps_per_epoch = max(math.ceil(rows / world / config.batch_size), 1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, learning_rate_factor(config, steps_per_epoch)
+    )
+    return optimiser, scheduler
+
+
+def train_epoch(
+    model: Any,
+    core: Any,
+    encoder: Any,
+    optimiser: Any,
+    scheduler: Any,
+    batches: Iterable[dict[str, np.ndarray]],
+    config: TrainConfig,
+    device: Any,
+) -> EpochTraining:
+    """One optimiser step per batch of numpy columns (:data:`TRAIN_COLUMNS`); ``model`` may be
+    the DDP wrapper of ``core``. Ray Train's workers and any in-process loop share it."""
+    model.train()
+    started_at, started = time.time(), time.perf_counter()
+    losses: list[float] = []
+    samples = 0
+    for columns in batches:
+        inputs = encoder.encode(columns, device)
+        hidden = model(inputs)
+        loss = batch_loss(core, hidden, inputs, columns, config)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        scheduler.step()
+        losses.append(float(loss.detach()))
+        samples += len(columns["targets"])
+    return EpochTraining(
+        loss=float(np.mean(losses)) if losses else float("nan"),
+        samples=samples,
+        seconds=time.perf_counter() - started,
+        started_at=started_at,
+    )
+
+
+def validate(core: Any, example_set: ExampleSet, config: TrainConfig) -> dict[str, float]:
+    """NDCG@k and HR@k on the validation split under the run's protocol, the seconds it took,
+    and when it finished (unix seconds)."""
+    from training.evaluation import evaluate
+    from training.models.sequence_ranker import TransformerRanker
+
+    started = time.perf_counter()
+    core.eval()
+    result = evaluate(
+        TransformerRanker(core),
+        example_set,
+        split="valid",
+        protocol=config.eval_protocol,
+        k=config.eval_k,
+        batch_size=512,
+        group_by=(),
+    )
+    return {
+        f"valid_ndcg@{config.eval_k}": float(result.metrics[f"ndcg@{config.eval_k}"]),
+        f"valid_hr@{config.eval_k}": float(result.metrics[f"hr@{config.eval_k}"]),
+        "valid_seconds": time.perf_counter() - started,
+        "validated_at": time.time(),
+    }
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> list[dict[str, float]] | None:
     """What each Ray Train worker runs (the config arrives as a plain dict)."""
     import ray.train
@@ -104,21 +214,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> list[dict[str, float]]
     from ray.train import Checkpoint
     from ray.train.torch import get_device, prepare_model
 
-    from training.evaluation import evaluate
-    from training.models.sequence_ranker import (
-        BatchEncoder,
-        SequenceRanker,
-        SequenceRankerConfig,
-        TransformerRanker,
-    )
+    from training.models.sequence_ranker import BatchEncoder, SequenceRanker, SequenceRankerConfig
 
     config = TrainConfig.model_validate(loop_config["train"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    torch.manual_seed(config.seed + rank)
-    np.random.seed(config.seed + rank)
-    threads = config.scaling.torch_threads or max(int(config.scaling.cpus_per_worker), 1)
-    torch.set_num_threads(threads)
+    seed_worker(config.seed + rank)
+    torch.set_num_threads(torch_threads(config))
     device = get_device()
 
     model_config = SequenceRankerConfig.model_validate(loop_config["model"])
@@ -126,63 +228,35 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> list[dict[str, float]]
     encoder = BatchEncoder(model_config)
     model = prepare_model(model)
     core: SequenceRanker = model.module if hasattr(model, "module") else model  # type: ignore[assignment]
-    optimiser = torch.optim.Adam(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-    )
     shard = ray.train.get_dataset_shard("train")
     example_set = ExampleSet(config.examples)
     rows = example_set.manifest().rows.get("train", 0)
-    steps_per_epoch = max(math.ceil(rows / world / config.batch_size), 1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, learning_rate_factor(config, steps_per_epoch)
-    )
+    optimiser, scheduler = make_optimiser(model, config, rows, world)
     best, since_best, stop = -1.0, 0, False
+    ndcg_key = f"valid_ndcg@{config.eval_k}"
     history: list[dict[str, float]] = []
     for epoch in range(config.epochs):
-        model.train()
-        started = time.perf_counter()
-        losses: list[float] = []
-        samples = 0
-        for columns in shard.iter_batches(
+        batches = shard.iter_batches(
             batch_size=config.batch_size,
             batch_format="numpy",
-            local_shuffle_buffer_size=max(config.batch_size * 20, 1000),
-            local_shuffle_seed=config.seed * 1000 + epoch,
-        ):
-            inputs = encoder.encode(columns, device)
-            hidden = model(inputs)
-            loss = batch_loss(core, hidden, inputs, columns, config)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            scheduler.step()
-            losses.append(float(loss.detach()))
-            samples += len(columns["targets"])
-        epoch_seconds = time.perf_counter() - started
+            local_shuffle_buffer_size=shuffle_buffer_size(config),
+            local_shuffle_seed=shuffle_seed(config, epoch),
+        )
+        trained = train_epoch(model, core, encoder, optimiser, scheduler, batches, config, device)
 
         metrics: dict[str, float] = {
             "epoch": epoch + 1,
-            "train_loss": float(np.mean(losses)) if losses else float("nan"),
-            "epoch_seconds": epoch_seconds,
-            "samples_per_second": samples * world / max(epoch_seconds, 1e-9),
+            "train_loss": trained.loss,
+            "epoch_seconds": trained.seconds,
+            "epoch_started_at": trained.started_at,
+            "samples_per_second": trained.samples * world / max(trained.seconds, 1e-9),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
         checkpoint = None
         with tempfile.TemporaryDirectory() as tmp:
             if rank == 0:
-                core.eval()
-                result = evaluate(
-                    TransformerRanker(core),
-                    example_set,
-                    split="valid",
-                    protocol=config.eval_protocol,
-                    k=config.eval_k,
-                    batch_size=512,
-                    group_by=(),
-                )
-                score = float(result.metrics[f"ndcg@{config.eval_k}"])
-                metrics[f"valid_ndcg@{config.eval_k}"] = score
-                metrics[f"valid_hr@{config.eval_k}"] = float(result.metrics[f"hr@{config.eval_k}"])
+                metrics |= validate(core, example_set, config)
+                score = metrics[ndcg_key]
                 if score > best:
                     best, since_best = score, 0
                     core.save(Path(tmp))
@@ -201,8 +275,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> list[dict[str, float]]
         if rank == 0:
             print(  # forwarded to the driver's console as this worker's progress
                 f"epoch {epoch + 1}/{config.epochs}: loss {metrics['train_loss']:.4f}, "
-                f"valid NDCG@{config.eval_k} {metrics[f'valid_ndcg@{config.eval_k}']:.4f} "
-                f"(best {best:.4f}), {epoch_seconds:.0f} s, "
+                f"valid NDCG@{config.eval_k} {metrics[ndcg_key]:.4f} "
+                f"(best {best:.4f}), {trained.seconds:.0f} s, "
                 f"{metrics['samples_per_second']:.0f} samples/s",
                 flush=True,
             )
