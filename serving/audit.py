@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import redis
+from pydantic_core import to_json
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ class AuditLog:
 
     def write(self, record: dict[str, Any]) -> None:
         """Queue one decision for Redis (or write it to the file on the embedded store)."""
-        payload = json.dumps(record, separators=(",", ":"), default=str)
+        # pydantic-core's encoder (Rust): the same compact JSON, several times faster here.
+        payload = to_json(record, fallback=str).decode()
         if self.client is None:
             self._to_file([payload])
             return

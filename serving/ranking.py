@@ -99,7 +99,7 @@ class ServedModel:
         raw = self.dense.raw_rows([c.raw for c in customers])
         return ((raw - self.mean) / self.std).astype(np.float32)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def score(self, requests: list[RankingRequest]) -> list[np.ndarray]:
         """Per request, one score per candidate (logits; unknown products get -inf)."""
         histories = [self._history(r.customer) for r in requests]
