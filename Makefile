@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint format bench-simulator bench-features bench-train bench-train-amazon bench-train-czech bench-train-sim bench-training-throughput bench-serving clean
+.PHONY: demo test test-fast lint format bench-simulator bench-features bench-train bench-train-amazon bench-train-czech bench-train-sim bench-training-throughput bench-serving bench-tools bench-catalogue bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -65,9 +65,20 @@ bench-train: bench-train-czech bench-train-sim bench-train-amazon
 bench-training-throughput: $(STAMP)
 	$(BIN)/python bench/training_throughput.py --seed 42
 
-## Serving over HTTP: full graph, 1 and 16 concurrent clients, per-stage times (Redis db 3). ~3 min.
-bench-serving: $(STAMP)
-	$(BIN)/python bench/serving_latency.py --customers 2000 --days 30 --duration 20
+## Load generator and front for the serving benchmark (Debian packages; root installs them).
+bench-tools:
+	command -v wrk >/dev/null && command -v haproxy >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq wrk haproxy >/dev/null)
+
+## Serving over HTTP with wrk: the shipped Serve deployment (colocated, HAProxy) against a naive
+## Serve graph, the fused placement and one uvicorn process, 1-64 clients; a py-spy profile of
+## the hot path; per-stage times and replica memory (Redis db 3). About 6 minutes.
+bench-serving: $(STAMP) bench-tools
+	$(BIN)/python bench/serving_throughput.py
+
+## Request-path cost against catalogue size: 50 vs 5,000 products (Redis db 4). About 2 minutes.
+bench-catalogue: $(STAMP)
+	$(BIN)/python bench/catalogue_scale.py
 
 ## Durable event ingestion: EventProcessor.ingest at 1-8 threads x 1-100 events, then /v1/events
 ## of the real Serve app at batches of 100 and 1000; Parquet log counted against every ack
@@ -76,5 +87,10 @@ bench-serving: $(STAMP)
 bench-events: $(STAMP)
 	$(BIN)/python bench/events_ingest.py --duration 3 --http-duration 12 --http-batches 100 1000
 
+## The performance suite (<= 15 minutes once the 1M-customer bank is cached): every figure
+## beside its reference from the same run; JSON in bench/results/, the table in README.md.
+bench: bench-serving bench-features bench-events bench-training-throughput bench-catalogue
+	$(BIN)/python bench/report.py
+
 clean:
-	rm -rf data/demo data/bench_sim data/bench_features data/bench_features_window* data/bench_features_registries data/bench data/bench_serving data/bench_events .pytest_cache
+	rm -rf data/demo data/bench_sim data/bench_features data/bench_features_window* data/bench_features_registries data/bench data/bench_serving data/bench_events data/bench_catalogue_* .pytest_cache
