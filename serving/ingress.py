@@ -13,7 +13,7 @@ from ray.serve.handle import DeploymentHandle
 
 from serving.http_api import create_api
 from serving.placement import fused_stages, graph_stages, in_process_stages
-from serving.service import RecommendationService
+from serving.service import RecommendationService, tune_collector
 from serving.settings import ServingArgs
 
 
@@ -40,6 +40,7 @@ class Ingress:
         else:
             stages = graph_stages(features, retrieval, ranking, rules, events)
         self.service = RecommendationService(args, stages)
+        tune_collector(freeze=False)  # throughput-optimised mode freezes start-up itself
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Model reload for the colocated placement (where each ingress replica holds the

@@ -14,10 +14,12 @@ def create_single_process_app(args: ServingArgs) -> FastAPI:
     from serving.app import check_config
     from serving.http_api import create_api
     from serving.placement import local_stages
-    from serving.service import RecommendationService
+    from serving.service import RecommendationService, tune_collector
 
     check_config(args)
-    return create_api(RecommendationService(args, local_stages(args)))
+    api = create_api(RecommendationService(args, local_stages(args)))
+    tune_collector(freeze=True)  # as the Serve replicas: the same collector settings
+    return api
 
 
 def run_single_process(args: ServingArgs, host: str, port: int, quiet: bool = False) -> None:
