@@ -289,13 +289,9 @@ def top_frames(collapsed: str) -> dict[str, Any]:
 
 def start_setup(setup: str, args: Any, port: int) -> tuple[str, subprocess.Popen[bytes] | None]:
     if setup == "single_process":
-        code = (
-            "import sys; from serving.settings import ServingArgs; "
-            "from serving.single_process import run_single_process; "
-            "run_single_process(ServingArgs.model_validate_json(sys.argv[1]), '127.0.0.1', "
-            "int(sys.argv[2]), quiet=True)"
-        )
-        server = subprocess.Popen([sys.executable, "-c", code, args.model_dump_json(), str(port)])
+        from serving.single_process import single_process_command
+
+        server = subprocess.Popen(single_process_command(args, "127.0.0.1", port))
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:

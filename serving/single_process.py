@@ -33,3 +33,16 @@ def run_single_process(args: ServingArgs, host: str, port: int, quiet: bool = Fa
         access_log=not quiet,
         log_level="warning" if quiet else "info",
     )
+
+
+def single_process_command(args: ServingArgs, host: str, port: int) -> list[str]:
+    """The command line that serves ``args`` in a child process (benchmarks and tests)."""
+    import sys
+
+    code = (
+        "import sys; from serving.settings import ServingArgs; "
+        "from serving.single_process import run_single_process; "
+        "run_single_process(ServingArgs.model_validate_json(sys.argv[1]), sys.argv[2], "
+        "int(sys.argv[3]), quiet=True)"
+    )
+    return [sys.executable, "-c", code, args.model_dump_json(), host, str(port)]

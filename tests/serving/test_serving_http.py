@@ -368,11 +368,11 @@ def test_every_placement_serves_the_same_decisions(serving_stack: ServingStack) 
     answer the same customers with the same ranked items as the colocated default (requests
     with an exploration slot excepted: those are random by design)."""
     import subprocess
-    import sys
 
     from ray import serve
 
     from serving.app import build_app
+    from serving.single_process import single_process_command
     from tests.serving.conftest import free_port
 
     args = serving_stack.args
@@ -384,13 +384,7 @@ def test_every_placement_serves_the_same_decisions(serving_stack: ServingStack) 
             blocking=False,
         )
     port = free_port()
-    code = (
-        "import sys; from serving.settings import ServingArgs; "
-        "from serving.single_process import run_single_process; "
-        "run_single_process(ServingArgs.model_validate_json(sys.argv[1]), '127.0.0.1', "
-        "int(sys.argv[2]), quiet=True)"
-    )
-    server = subprocess.Popen([sys.executable, "-c", code, args.model_dump_json(), str(port)])
+    server = subprocess.Popen(single_process_command(args, "127.0.0.1", port))
     bases = {
         "fused": f"{serving_stack.url}/fused",
         "graph": f"{serving_stack.url}/graph",

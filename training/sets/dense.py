@@ -74,11 +74,7 @@ class DenseEncoder:
         for column in _PLAIN:
             blocks.append(_numeric(rows, column)[:, None])
         for column in _log_compressed():
-            values = _numeric(rows, column)
-            if column in _SIGNED_LOG:
-                blocks.append((np.sign(values) * np.log1p(np.abs(values)))[:, None])
-            else:
-                blocks.append(np.log1p(np.maximum(values, 0.0))[:, None])
+            blocks.append(_compressed(column, _numeric(rows, column)))
         if self.multi_hot:
             index = {p: i for i, p in enumerate(self.product_ids)}
             held = np.zeros((n, len(self.product_ids)), dtype=np.float32)
@@ -102,11 +98,7 @@ class DenseEncoder:
         for column in _PLAIN:
             blocks.append(_numeric_rows(rows, column)[:, None])
         for column in _log_compressed():
-            values = _numeric_rows(rows, column)
-            if column in _SIGNED_LOG:
-                blocks.append((np.sign(values) * np.log1p(np.abs(values)))[:, None])
-            else:
-                blocks.append(np.log1p(np.maximum(values, 0.0))[:, None])
+            blocks.append(_compressed(column, _numeric_rows(rows, column)))
         if self.multi_hot:
             index = {p: i for i, p in enumerate(self.product_ids)}
             held = np.zeros((n, len(self.product_ids)), dtype=np.float32)
@@ -118,6 +110,13 @@ class DenseEncoder:
         has_profile = np.array([row.get("customer_type") is not None for row in rows], np.float32)
         blocks.append(has_profile[:, None])
         return np.concatenate(blocks, axis=1).astype(np.float32)
+
+
+def _compressed(column: str, values: np.ndarray) -> np.ndarray:
+    """(n, 1) log-compressed counts and amounts (signed for amounts that can be negative)."""
+    if column in _SIGNED_LOG:
+        return (np.sign(values) * np.log1p(np.abs(values)))[:, None]
+    return np.log1p(np.maximum(values, 0.0))[:, None]
 
 
 def _numeric_rows(rows: Sequence[Mapping[str, Any]], column: str) -> np.ndarray:
