@@ -53,10 +53,10 @@ def serving_rows() -> list[Row]:
             )
     ratios = []
     for ref, label in (("naive_serve", "naive Serve"), ("single_process", "one uvicorn")):
-        by_clients = prod.get(f"ratio_vs_{ref}_by_clients", {})
-        if by_clients:
+        per_level = prod.get(f"ratio_vs_{ref}_by_clients", {})
+        if per_level:
             ratios.append(
-                f"vs {label}: " + ", ".join(f"{r}× at c={c}" for c, r in by_clients.items())
+                f"vs {label}: " + ", ".join(f"{r}× at c={c}" for c, r in per_level.items())
             )
     measured = (
         f"**{prod['best_req_per_s_p99_le_50ms']:.0f} req/s at p99 ≤ 50 ms**, "
