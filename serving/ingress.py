@@ -12,7 +12,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serving.http_api import create_api
-from serving.placement import fused_stages, graph_stages, in_process_stages
+from serving.placement import graph_stages, in_process_stages
 from serving.service import RecommendationService, tune_collector
 from serving.settings import ServingArgs
 
@@ -34,7 +34,7 @@ class Ingress:
         elif ranking is None:
             raise ValueError(f"placement {args.placement!r} needs the ranking stage")
         elif args.placement == "fused":
-            stages = fused_stages(args, ranking, events)
+            stages = in_process_stages(args, "fused", events, ranking)
         elif features is None or retrieval is None or rules is None:
             raise ValueError("placement 'graph' needs the features, retrieval and rules stages")
         else:

@@ -88,49 +88,36 @@ def graph_stages(
     )
 
 
-def fused_stages(args: ServingArgs, ranking: DeploymentHandle, events: DeploymentHandle) -> Stages:
-    from serving.engines import DecisionEngine, RetrievalEngine
-    from serving.stages import feature_reader
-
-    features = feature_reader(args)
-    retrieval = RetrievalEngine(args)
-    decisions = DecisionEngine(args)
-    return Stages(
-        placement="fused",
-        fetch=in_process(features, "fetch"),
-        retrieve=in_process(retrieval, "retrieve"),
-        rank=remote(ranking, "rank"),
-        decide=in_process(decisions, "decide"),
-        audit_record=in_process(decisions, "audit_record"),
-        ingest=remote(events, "ingest"),
-        ranking_status=remote(ranking, "status"),
-        rules_version=in_process(decisions, "rules_version"),
-        pings=(remote(events, "ping"),),
-    )
-
-
-def in_process_stages(args: ServingArgs, placement: Placement, events: Any) -> Stages:
-    """Every request stage in this process (the engines behind the deployments, the model
-    micro-batched); ``events`` is an ``EventsStage`` handle or an in-process instance."""
+def in_process_stages(
+    args: ServingArgs,
+    placement: Placement,
+    events: Any,
+    ranking: DeploymentHandle | None = None,
+) -> Stages:
+    """Features, retrieval and the decision in this process; the model too (micro-batched)
+    unless ``ranking``, a ``RankingStage`` handle, scores instead. ``events`` is an
+    ``EventsStage`` handle or an in-process instance."""
     from serving.engines import DecisionEngine, RankingEngine, RetrievalEngine
     from serving.microbatch import MicroBatcher
     from serving.stages import feature_reader
 
     features = feature_reader(args)
     retrieval = RetrievalEngine(args)
-    ranking = RankingEngine(args)
-    scorer = MicroBatcher(ranking.score_batch, args.max_batch_size, args.colocated_batch_wait_s)
-
-    async def rank(*call: Any) -> Any:
-        return await ranking.rank(*call, scorer)
-
     decisions = DecisionEngine(args)
-    ingest = (
-        remote(events, "ingest")
-        if isinstance(events, DeploymentHandle)
-        else in_process(events, "ingest")
-    )
-    pings = (remote(events, "ping"),) if isinstance(events, DeploymentHandle) else ()
+    engine: RankingEngine | None = None
+    if ranking is None:
+        engine = RankingEngine(args)
+        scorer = MicroBatcher(engine.score_batch, args.max_batch_size, args.colocated_batch_wait_s)
+        model = engine
+
+        async def rank(*call: Any) -> Any:
+            return await model.rank(*call, scorer)
+
+        ranking_status = in_process(engine, "status")
+    else:
+        rank = remote(ranking, "rank")
+        ranking_status = remote(ranking, "status")
+    events_remote = isinstance(events, DeploymentHandle)
     return Stages(
         placement=placement,
         fetch=in_process(features, "fetch"),
@@ -138,11 +125,11 @@ def in_process_stages(args: ServingArgs, placement: Placement, events: Any) -> S
         rank=rank,
         decide=in_process(decisions, "decide"),
         audit_record=in_process(decisions, "audit_record"),
-        ingest=ingest,
-        ranking_status=in_process(ranking, "status"),
+        ingest=remote(events, "ingest") if events_remote else in_process(events, "ingest"),
+        ranking_status=ranking_status,
         rules_version=in_process(decisions, "rules_version"),
-        pings=pings,
-        ranking_engine=ranking,
+        pings=(remote(events, "ping"),) if events_remote else (),
+        ranking_engine=engine,
     )
 
 
