@@ -70,7 +70,6 @@ def prepare(a: argparse.Namespace) -> Any:
     from persona.validation import validate_dataset
     from serving.priors import build_priors
     from serving.scaffold import register_initialised_model
-    from serving.settings import Budgets, ServingArgs
     from training.examples import ExampleSet
     from training.registry import ModelRegistry
     from training.sets.impressions import build_impression_set
@@ -109,10 +108,16 @@ def prepare(a: argparse.Namespace) -> Any:
             n_blocks=2,
             n_heads=2,
         )
-    # Features come from Redis on every request (no in-process cache): the figure is the
-    # full pipeline's, not a cache's.
+    return serving_args(a)
+
+
+def serving_args(a: argparse.Namespace) -> Any:
+    """What every setup serves. Features come from Redis on every request (no in-process
+    cache): the figure is the full pipeline's, not a cache's."""
+    from serving.settings import Budgets, ServingArgs
+
     return ServingArgs(
-        data_dir=data_dir,
+        data_dir=a.data_dir.resolve(),
         online_store="redis",
         redis_url=a.redis_url,
         feature_cache_ttl_s=0,
@@ -479,10 +484,10 @@ def main() -> None:
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     a = parser.parse_args()
     started = time.perf_counter()
-    args = prepare(a)
-    if a.child:
-        run_setup(a.child, a, args, a.child_out)
+    if a.child:  # the parent prepared the data, the features in Redis and the model
+        run_setup(a.child, a, serving_args(a), a.child_out)
         return
+    prepare(a)
     runs: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for setup in a.setups:
