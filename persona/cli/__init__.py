@@ -14,6 +14,7 @@ from persona.cli.monitor import monitor_app
 from persona.cli.ope import ope_app
 from persona.cli.segment import segment_app
 from persona.cli.serving import serve_app
+from persona.cli.simulate import simulate_app
 from persona.cli.training import evaluate_command, examples_app, train_command
 
 app = typer.Typer(
@@ -38,6 +39,9 @@ app.add_typer(
 )
 app.add_typer(ope_app, name="ope", help="Off-policy evaluation: IPS, SNIPS, DR with intervals.")
 app.add_typer(segment_app, name="segment", help="Fit, report and publish customer segments.")
+app.add_typer(
+    simulate_app, name="simulate", help="Simulated customers using the live platform (A/B)."
+)
 app.add_typer(serve_app, name="serve", help="Serve recommendations over HTTP (Ray Serve).")
 app.command("dashboard", help="Write the monitoring dashboard (HTML).")(dashboard_command)
 app.command("demo", help="Run the main job end to end on a small simulated bank.")(demo_command)

@@ -39,6 +39,8 @@ _CHUNK_TABLES: Final[dict[str, TableSchema]] = {
     "customer_traits": CUSTOMER_TRAITS,
 }
 _STAGING: Final = ".simulator_staging"
+#: The run's :class:`SimulationConfig`, beside the hidden model under ``ground_truth/``.
+SIMULATION_CONFIG_FILE: Final = "simulation_config.json"
 
 
 def _final_dir(layout: DataLayout, table: str) -> Path:
@@ -145,6 +147,8 @@ def simulate_bank(
 
     rows = {"products": write_table(layout.raw_table("products"), catalogue.to_arrow(), PRODUCTS)}
     write_model(PreferenceModel.default(catalogue), out_dir)
+    # The config regenerates the customers' hidden behaviour (the traffic simulator needs it).
+    (layout.ground_truth / SIMULATION_CONFIG_FILE).write_text(config.model_dump_json(indent=2))
     next_part: dict[str, int] = {}
     for name in _CHUNK_TABLES:
         final = _final_dir(layout, name)
