@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint format bench-simulator bench-features bench-train bench-train-amazon bench-train-czech bench-train-sim bench-training-throughput bench-serving bench-tools bench-catalogue bench clean
+.PHONY: demo test test-fast lint format bench-simulator bench-features bench-train bench-train-amazon bench-train-czech bench-train-sim bench-training-throughput bench-serving bench-tools bench-catalogue bench ab clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -92,5 +92,13 @@ bench-events: $(STAMP)
 bench: bench-serving bench-features bench-events bench-training-throughput bench-catalogue
 	$(BIN)/python bench/report.py
 
+## The online A/B experiment, closed loop: a 30k-customer bank x 90 days through the normal
+## path (features in Redis db 9, Ray Train, registry), then 14 simulated days of customers
+## calling the live endpoint (one uvicorn process; --server ray for Ray Serve), outcomes from
+## the hidden truth back through /v1/events, `persona experiment analyze`, off-policy and
+## guardrail checks. JSON in bench/results/ab_experiment.json, HTML under data/ab/ab/.
+ab: $(STAMP)
+	$(BIN)/python bench/ab_experiment.py --customers 30000 --bank-days 90 --epochs 8 --traffic-days 14 --seed 42
+
 clean:
-	rm -rf data/demo data/bench_sim data/bench_features data/bench_features_window* data/bench_features_registries data/bench data/bench_serving data/bench_events data/bench_catalogue_* .pytest_cache
+	rm -rf data/demo data/ab data/bench_sim data/bench_features data/bench_features_window* data/bench_features_registries data/bench data/bench_serving data/bench_events data/bench_catalogue_* .pytest_cache
