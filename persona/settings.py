@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +37,12 @@ class PersonaSettings(BaseSettings):
     data_roots: list[Path] = Field(
         default_factory=lambda: [PROJECT_ROOT.parent / "shared" / "data", Path.cwd()],
         description="Loaders refuse input paths outside these folders.",
+    )
+
+    pseudonym_key: SecretStr | None = Field(
+        default=None,
+        description="Hex key of the customer-id pseudonyms in logs and alerts (default: a key "
+        "file created under <data_dir>/secrets/).",
     )
 
     @property

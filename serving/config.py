@@ -32,6 +32,34 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: The largest event batch /v1/events accepts (serving.api.MAX_EVENTS_PER_BATCH, repeated here
+#: to keep this module free of the API's imports; a test checks they agree).
+EVENT_BATCH_LIMIT = 1_000
+
+
+class RateLimit(_Strict):
+    """A token bucket: ``per_second`` sustained, ``burst`` at once."""
+
+    per_second: float = Field(gt=0, le=1e6)
+    burst: int = Field(ge=1, le=10_000_000)
+
+
+class AppRateLimits(_Strict):
+    """Per app and endpoint, enforced across all replicas (Redis token buckets)."""
+
+    recommendations: RateLimit = Field(description="Requests.")
+    events: RateLimit = Field(description="Events (a batch costs its size).")
+
+    @model_validator(mode="after")
+    def _a_full_batch_fits(self) -> AppRateLimits:
+        if self.events.burst < EVENT_BATCH_LIMIT:
+            raise ValueError(
+                f"events.burst ({self.events.burst}) must be at least the largest batch "
+                f"({EVENT_BATCH_LIMIT}), or a full batch could never be accepted"
+            )
+        return self
+
+
 class AppConfig(_Strict):
     """What one calling app may do."""
 
@@ -42,6 +70,7 @@ class AppConfig(_Strict):
     default_k: int = Field(default=5, ge=1, le=50)
     max_k: int = Field(default=20, ge=1, le=50)
     experiment: str | None = Field(default=None, description="Experiment running in this app.")
+    rate_limit: AppRateLimits = Field(description="Requests and events this app may send.")
 
     @model_validator(mode="after")
     def _k_limits(self) -> AppConfig:

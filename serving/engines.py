@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -37,6 +37,9 @@ from serving.ranking import (
 from serving.retrieval import Retriever
 from serving.rules import Candidate, ContactState, RulesProvider
 from serving.settings import ServingArgs
+
+if TYPE_CHECKING:
+    from training.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -119,34 +122,49 @@ class ModelBook:
         self.errors: dict[str, str] = {}
 
     def load(self, registry_root: Path, model_name: str, pinned: set[int]) -> None:
-        """Load every version an app's serving alias names, plus ``pinned`` versions."""
+        """Load every version an app's serving alias names, plus ``pinned`` versions. A version
+        that is refused (incompatible feature service, unreadable weights) never serves: the app
+        keeps the version it had, or, in a replica starting fresh, the most recent version it
+        served before (the registry's serving history)."""
         from training.registry import ModelRegistry
 
         registry = ModelRegistry(registry_root)
-        wanted: dict[str, int] = {}
+        wanted: dict[str, list[int]] = {}  # app -> versions to try, preferred first
         try:
             for app in domain.APPS:
                 serving = registry.serving_version(model_name, app)
                 if serving is not None:
-                    wanted[app] = serving.version
+                    history = registry.serving_history(model_name, app)
+                    wanted[app] = [serving.version, *(v for v in history if v != serving.version)]
         except ValueError as error:  # no such model yet: serve priors until one is registered
             self.errors[model_name] = str(error)
-        for version in {*wanted.values(), *pinned}:
-            label = f"{model_name}@v{version}"
-            if label in self.models:
-                continue
-            try:
-                self.models[label] = ServedModel(
-                    registry.load_dir(model_name, version), model_name, version
-                )
-                self.errors.pop(label, None)
-            except (ModelRefused, ValueError, OSError) as error:
-                self.errors[label] = str(error)
-                log.error("model %s refused: %s", label, error)
-        for app, version in wanted.items():
-            label = f"{model_name}@v{version}"
-            if label in self.models:
-                self.by_app[app] = label  # a refused version leaves the previous one serving
+        for version in pinned:
+            self._load_version(registry, model_name, version)
+        for app, versions in wanted.items():
+            for version in versions:
+                label = self._load_version(registry, model_name, version)
+                if label is not None:
+                    self.by_app[app] = label
+                    break
+                if self.by_app.get(app, "").startswith(f"{model_name}@"):
+                    break  # keep what this replica serves now
+
+    def _load_version(self, registry: ModelRegistry, model_name: str, version: int) -> str | None:
+        """The version's label once loaded, or None when it is refused (the reason kept)."""
+        label = f"{model_name}@v{version}"
+        if label in self.models:
+            return label
+        if label in self.errors:
+            return None  # refused before: the files have not changed under a version number
+        try:
+            self.models[label] = ServedModel(
+                registry.load_dir(model_name, version), model_name, version
+            )
+        except (ModelRefused, ValueError, OSError) as error:
+            self.errors[label] = str(error)
+            log.error("model %s refused: %s", label, error)
+            return None
+        return label
 
     def resolve(self, model_name: str, variant: Variant, app: str) -> ServedModel | None:
         if variant.model_version == "serving":

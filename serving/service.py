@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from persona.pseudonym import pseudonymiser_for
 from serving.api import (
     EventAck,
     EventBatch,
@@ -24,17 +25,22 @@ from serving.auth import KeyRing
 from serving.catalogue import Catalogue
 from serving.config import load_apps, load_experiments
 from serving.customer import CustomerView
-from serving.engines import Decision
+from serving.engines import Decision, redis_client
 from serving.experiments import Assignment, ExperimentRouter
 from serving.metrics import ServingMetrics
 from serving.placement import Stages
 from serving.priors import Priors
 from serving.ranking import SERVED_FEATURE_SERVICE, RequestContext, rank_by_priors
+from serving.rate_limit import RateLimiter
 from serving.retrieval import Retriever
 from serving.rules import ContactState, RulesProvider
 from serving.settings import ServingArgs
 
 log = logging.getLogger(__name__)
+#: One line per answered recommendation; customers appear only as pseudonyms.
+access_log = logging.getLogger("persona.access")
+#: The rate limiter's Redis round trip; beyond it the replica's local bucket decides.
+RATE_LIMIT_TIMEOUT_S: Final = 0.02
 
 
 #: First-generation collection threshold in serving processes (CPython's default is 700).
@@ -53,11 +59,13 @@ def tune_collector(freeze: bool) -> None:
 
 
 class ApiError(Exception):
-    """A refusal the caller can act on: the HTTP status and the reason."""
+    """A refusal the caller can act on: the HTTP status, the reason and any headers (e.g.
+    ``Retry-After``)."""
 
-    def __init__(self, status: int, reason: str):
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None):
         super().__init__(reason)
         self.status, self.reason = status, reason
+        self.headers = headers or {}
 
 
 class RecommendationService:
@@ -76,10 +84,36 @@ class RecommendationService:
         self.fallback_retriever = Retriever(self.catalogue, Priors.load(args.serving_dir))
         self.fallback_rules = RulesProvider(args.rules_file, self.catalogue)
         self.metrics = ServingMetrics.create()
+        self.rate_limiter = RateLimiter(
+            {
+                (app, endpoint): getattr(config.rate_limit, endpoint)
+                for app, config in apps.apps.items()
+                for endpoint in ("recommendations", "events")
+            },
+            redis_client(args, timeout_s=RATE_LIMIT_TIMEOUT_S),
+        )
+        settings = args.persona_settings()
+        key = settings.pseudonym_key.get_secret_value() if settings.pseudonym_key else None
+        self.pseudonym = pseudonymiser_for(args.data_dir, key)
 
     # -- auth -------------------------------------------------------------------------------
 
-    def authorise(self, api_key: str | None, app: str, endpoint: str) -> None:
+    def authorise(self, api_key: str | None, app: str, endpoint: str, cost: int = 1) -> None:
+        """The key must be the app's own, and the app within its rate limit on ``endpoint``."""
+        self.authenticate(api_key, app, endpoint)
+        verdict = self.rate_limiter.take(app, endpoint, cost)
+        if not verdict.allowed:
+            self.metrics.requests.labels(endpoint, app, "429").inc()
+            limit = self.apps[app].rate_limit
+            bucket = getattr(limit, endpoint)
+            raise ApiError(
+                429,
+                f"rate limit of app {app!r} on {endpoint}: {bucket.per_second:g}/s, burst "
+                f"{bucket.burst}; retry in {verdict.retry_after_s:.3f} s",
+                headers={"Retry-After": verdict.retry_after_header},
+            )
+
+    def authenticate(self, api_key: str | None, app: str, endpoint: str) -> None:
         if not api_key:
             self.metrics.requests.labels(endpoint, app, "401").inc()
             raise ApiError(401, "missing X-API-Key header")
@@ -127,7 +161,8 @@ class RecommendationService:
         except TimeoutError:
             decision = self._fallback(body.customer_id, body.app, k, "pipeline_timeout")
         except Exception as error:  # noqa: BLE001 — any stage failure must still answer
-            log.error("pipeline failed for request %s: %r", request_id, error)
+            # The type only: a message could carry a customer's feature values.
+            log.error("pipeline failed for request %s: %s", request_id, type(error).__name__)
             decision = self._fallback(
                 body.customer_id, body.app, k, f"pipeline_error: {type(error).__name__}"
             )
@@ -189,6 +224,18 @@ class RecommendationService:
         m.items.labels(app).observe(len(decision.items))
         for c in decision.items:
             m.scores.labels(app, assignment.variant.name).observe(c.score)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "recommendation %s app=%s customer=%s variant=%s items=%d degraded=%s "
+                "latency_ms=%.1f",
+                request_id,
+                app,
+                self.pseudonym(body.customer_id),
+                assignment.variant.name,
+                len(decision.items),
+                ",".join(r.split(":")[0] for r in decision.degraded) or "no",
+                latency_ms,
+            )
         explain = None
         if body.explain:
             explain = {**decision.explain, "timings_ms": decision.timings}
@@ -223,7 +270,7 @@ class RecommendationService:
         if len(apps) != 1:
             raise ApiError(422, f"events: one app per batch, got {sorted(apps)}")
         app = apps.pop()
-        self.authorise(api_key, app, "events")
+        self.authorise(api_key, app, "events", cost=len(body.events))
         unknown = sorted(
             {
                 e.product_id
@@ -243,6 +290,37 @@ class RecommendationService:
         for e in body.events:
             self.metrics.events.labels(app, e.event_type).inc()
         return ack
+
+    # -- per-app reads ------------------------------------------------------------------------
+
+    def app_config(self, app: str, api_key: str | None) -> dict[str, Any]:
+        """What ``app`` is configured to get (never the key hashes); only with its own key."""
+        self.authenticate(api_key, app, "config")
+        config = self.apps[app]
+        experiment = None
+        if config.experiment:
+            defined = self.router.experiments.experiments[config.experiment]
+            experiment = {"name": config.experiment, **defined.model_dump(mode="json")}
+            experiment.pop("salt")  # knowing it would let a caller predict assignments
+        return {
+            "app": app,
+            "allowed_categories": list(config.allowed_categories),
+            "default_k": config.default_k,
+            "max_k": config.max_k,
+            "rate_limit": config.rate_limit.model_dump(mode="json"),
+            "experiment": experiment,
+        }
+
+    def app_rules(self, app: str, api_key: str | None) -> dict[str, Any]:
+        """The business rules applied to ``app``'s answers now; only with its own key."""
+        self.authenticate(api_key, app, "rules")
+        rules = self.fallback_rules.engine().rules
+        return {
+            "app": app,
+            "rules_version": rules.version,
+            "allowed_categories": list(self.apps[app].allowed_categories),
+            "rules": rules.model_dump(mode="json"),
+        }
 
     # -- operations ---------------------------------------------------------------------------
 

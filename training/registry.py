@@ -86,6 +86,16 @@ class RegisteredVersion(BaseModel):
     serving_apps: list[str]
 
 
+#: How many versions back serving_history remembers per app.
+SERVING_HISTORY_KEPT = 10
+
+
+def serving_history_tag(app: str) -> str:
+    """The registered-model tag listing the versions ``app`` served, most recent first."""
+    _check_app(app)
+    return f"serving_history.{app}"
+
+
 def serving_alias(app: str) -> str:
     """The registered-model alias naming the version ``app`` serves."""
     _check_app(app)
@@ -313,8 +323,22 @@ class ModelRegistry:
         app's alias off whichever version had it)."""
         alias = serving_alias(app)
         self.version(model_name, version)  # refuses unknown model or version
+        history = [v for v in self.serving_history(model_name, app) if v != version]
         self.client.set_registered_model_alias(model_name, alias, str(version))
+        # Most recent first, capped: where serving falls back when this version is refused.
+        recent = [version, *history][:SERVING_HISTORY_KEPT]
+        self.client.set_registered_model_tag(
+            model_name, serving_history_tag(app), ",".join(str(v) for v in recent)
+        )
         return self.version(model_name, version)
+
+    def serving_history(self, model_name: str, app: str) -> list[int]:
+        """Versions ``app`` has served, most recent first (the current one included)."""
+        tag = serving_history_tag(app)
+        _check_name("model_name", model_name)
+        registered = self.client.get_registered_model(model_name)
+        text = registered.tags.get(tag, "")
+        return [int(v) for v in text.split(",") if v.strip().isdigit()]
 
     def serving_version(self, model_name: str, app: str) -> RegisteredVersion | None:
         """The version ``app`` serves, or None if no version of ``model_name`` serves it."""

@@ -9,12 +9,17 @@ from collections import Counter
 import pytest
 
 from serving.catalogue import Catalogue, ProductInfo
-from serving.config import AppConfig
+from serving.config import AppConfig, AppRateLimits, RateLimit
 from serving.customer import CustomerView, Interaction
 from serving.rules import Candidate, ContactState, RuleEngine, RuleSet
 
 APP = AppConfig(
-    api_key_sha256=["0" * 64], allowed_categories=["card", "loan", "deposit", "investment"]
+    api_key_sha256=["0" * 64],
+    allowed_categories=["card", "loan", "deposit", "investment"],
+    rate_limit=AppRateLimits(
+        recommendations=RateLimit(per_second=100, burst=100),
+        events=RateLimit(per_second=1000, burst=1000),
+    ),
 )
 
 
