@@ -98,7 +98,7 @@ bench: bench-serving bench-features bench-events bench-training-throughput bench
 ## the hidden truth back through /v1/events, `persona experiment analyze`, off-policy and
 ## guardrail checks. JSON in bench/results/ab_experiment.json, HTML under data/ab/ab/.
 ab: $(STAMP)
-	$(BIN)/python bench/ab_experiment.py --customers 30000 --bank-days 90 --epochs 8 --traffic-days 14 --seed 42
+	$(BIN)/python bench/ab_experiment.py --customers 30000 --bank-days 90 --epochs 5 --traffic-days 14 --seed 42
 
 clean:
 	rm -rf data/demo data/ab data/bench_sim data/bench_features data/bench_features_window* data/bench_features_registries data/bench data/bench_serving data/bench_events data/bench_catalogue_* .pytest_cache

@@ -1,6 +1,6 @@
 """Benchmark: the closed-loop online A/B experiment on the simulated bank (``make ab``).
 
-    .venv/bin/python bench/ab_experiment.py --customers 30000 --bank-days 90 --epochs 8 \
+    .venv/bin/python bench/ab_experiment.py --customers 30000 --bank-days 90 --epochs 5 \
         --traffic-days 14 --seed 42
 
 Builds a bank through the platform's normal path (simulate, validate, features, Feast into
@@ -35,7 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=30_000)
     parser.add_argument("--bank-days", type=int, default=90)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--traffic-days", type=int, default=14)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--concurrency", type=int, default=8)

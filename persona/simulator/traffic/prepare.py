@@ -25,7 +25,7 @@ class BankSpec(BaseModel):
     days: int = Field(90, ge=14)
     seed: int = Field(42, ge=0)
     end_date: date | None = Field(None, description="Last simulated day (default: simulator's).")
-    epochs: int = Field(8, ge=1)
+    epochs: int = Field(5, ge=1)
     d_model: int = Field(64, ge=8)
     n_blocks: int = Field(2, ge=1)
     n_heads: int = Field(2, ge=1)

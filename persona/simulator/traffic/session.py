@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +67,19 @@ def run_traffic_session(
 ) -> TrafficOutcome:
     started = time.perf_counter()
     data_dir, out_dir = data_dir.resolve(), out_dir.resolve()
-    experiment_dir, shadow_dir = write_config_dirs(out_dir / "config", experiment)
     pop = load_population(data_dir)
+    last_day = pop.first_day + timedelta(days=config.days - 1)
+    if last_day >= datetime.now(UTC).date():
+        raise ValueError(
+            f"days: {config.days} days of traffic from {pop.first_day} reach {last_day}, not "
+            "before today; simulate a bank that ends earlier or run fewer days"
+        )
     client = redis.Redis.from_url(settings.redis_url)
-    client.ping()
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        raise ConnectionError(f"redis: {settings.redis_url} does not answer ({error})") from None
+    experiment_dir, shadow_dir = write_config_dirs(out_dir / "config", experiment)
     _fresh_served_state(data_dir, client)
     args = ServingArgs(
         data_dir=data_dir,
