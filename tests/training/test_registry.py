@@ -175,6 +175,51 @@ def test_serving_aliases_move_between_versions(registry: ModelRegistry, tmp_path
     assert registry.version("sasrec", 1).serving_apps == []
 
 
+def test_serving_history_remembers_what_each_app_served_most_recent_first(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    for payload in (b"v1", b"v2", b"v3"):
+        register(registry, tmp_path, payload)
+    for version in (1, 2, 3):
+        registry.mark_serving("sasrec", version, "rib")
+    registry.mark_serving("sasrec", 2, "imobile")
+    assert registry.serving_history("sasrec", "rib") == [3, 2, 1]
+    registry.mark_serving("sasrec", 1, "rib")  # a rollback moves 1 to the front, once
+    assert registry.serving_history("sasrec", "rib") == [1, 3, 2]
+    assert registry.serving_history("sasrec", "imobile") == [2]
+    assert registry.serving_history("sasrec", "cib") == []
+
+
+def test_a_fresh_model_book_skips_a_refused_serving_version_for_the_previous_one(
+    registry: ModelRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a replica starting after a bad promotion does: the alias names a version it must
+    refuse, so it serves the version the app served before, and says why."""
+    import serving.engines as engines
+    from serving.ranking import ModelRefused
+
+    class CheckedModel:  # ServedModel's refusal contract, on the registry's real artifacts
+        def __init__(self, folder: Path, name: str, version: int):
+            if (Path(folder) / "weights.bin").read_bytes() == b"incompatible":
+                raise ModelRefused(f"{name}@v{version}: trained on another feature service")
+            self.version = version
+
+    monkeypatch.setattr(engines, "ServedModel", CheckedModel)
+    register(registry, tmp_path, b"good")
+    register(registry, tmp_path, b"incompatible")
+    for app in ("rib", "imobile"):
+        registry.mark_serving("sasrec", 1, app)
+    registry.mark_serving("sasrec", 2, "rib")
+    book = engines.ModelBook()
+    book.load(registry.root, "sasrec", pinned=set())
+    assert book.by_app == {"rib": "sasrec@v1", "imobile": "sasrec@v1"}
+    assert "another feature service" in book.errors["sasrec@v2"]
+    # A replica already serving keeps its version when the alias moves to a refused one.
+    registry.mark_serving("sasrec", 2, "imobile")
+    book.load(registry.root, "sasrec", pinned=set())
+    assert book.by_app["imobile"] == "sasrec@v1"
+
+
 def test_serving_is_per_model(registry: ModelRegistry, tmp_path: Path) -> None:
     register(registry, tmp_path, b"a", model_name="sasrec")
     register(registry, tmp_path, b"b", model_name="lightgbm")
