@@ -29,6 +29,7 @@ deviation), to say why.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -309,12 +310,18 @@ def behaviour_alerts(
     scores: BehaviourScores,
     config: AnomalyConfig | None = None,
     *,
+    pseudonym: Callable[[int], str],
     top: int = 20,
     detected_at: datetime | None = None,
 ) -> list[Alert]:
     """``behaviour_anomaly`` alerts for the ``top`` highest-scoring customers whose score reaches
     ``watch_score`` (severity ``alert`` from ``alert_score``); the window is the longest
-    behaviour window (90 days) up to the snapshot."""
+    behaviour window (90 days) up to the snapshot.
+
+    Alerts travel further than the scores (chat, tickets, the on-call's terminal): the customer
+    is named by ``pseudonym`` (``persona.pseudonym``) and the unusual features by how far they
+    are from the peer group, never by the customer's own values. The scores table keeps both
+    for whoever may see them."""
     config = config or AnomalyConfig()
     median = float(np.median(scores.table.column("anomaly_score").to_numpy()))
     window_end = as_utc(scores.as_of)
@@ -327,7 +334,7 @@ def behaviour_alerts(
         alerts.append(
             Alert.create(
                 kind="behaviour_anomaly",
-                subject=f"customer:{row['customer_id']}",
+                subject=f"customer:{pseudonym(int(row['customer_id']))}",  # type: ignore[call-overload]
                 segment=row["segment_id"],  # type: ignore[arg-type]
                 window_start=window_start,
                 window_end=window_end,
@@ -337,11 +344,13 @@ def behaviour_alerts(
                 severity="alert" if value >= config.alert_score else "watch",
                 detected_at=detected_at,
                 details={
-                    "customer_id": row["customer_id"],
                     "customer_type": row["customer_type"],
                     "peer_group": row["peer_group"],
                     "rank": row["rank"],
-                    "unusual": row["unusual"],
+                    "unusual": [
+                        {"feature": u["feature"], "robust_z": u["robust_z"]}
+                        for u in row["unusual"]  # type: ignore[union-attr]
+                    ],
                     "watch_score": config.watch_score,
                     "alert_score": config.alert_score,
                 },

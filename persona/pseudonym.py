@@ -74,3 +74,11 @@ def pseudonymiser_for(data_dir: Path, key_hex: str | None = None) -> Pseudonymis
         except ValueError as error:
             raise ValueError(f"PERSONA_PSEUDONYM_KEY: {error}") from error
     return Pseudonymiser(load_or_create_key(key_file_for(data_dir)))
+
+
+def configured_pseudonymiser(data_dir: Path) -> Pseudonymiser:
+    """:func:`pseudonymiser_for` with the key from the environment's settings, if any."""
+    from persona.settings import PersonaSettings
+
+    key = PersonaSettings(data_dir=data_dir).pseudonym_key
+    return pseudonymiser_for(data_dir, key.get_secret_value() if key else None)

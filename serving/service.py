@@ -12,7 +12,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from persona.pseudonym import pseudonymiser_for
+from persona.pseudonym import configured_pseudonymiser
 from serving.api import (
     EventAck,
     EventBatch,
@@ -92,9 +92,7 @@ class RecommendationService:
             },
             redis_client(args, timeout_s=RATE_LIMIT_TIMEOUT_S),
         )
-        settings = args.persona_settings()
-        key = settings.pseudonym_key.get_secret_value() if settings.pseudonym_key else None
-        self.pseudonym = pseudonymiser_for(args.data_dir, key)
+        self.pseudonym = configured_pseudonymiser(args.data_dir)
 
     # -- auth -------------------------------------------------------------------------------
 

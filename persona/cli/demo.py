@@ -266,6 +266,7 @@ def _monitor(root: Path, settings: Any, choice: Any) -> Path:
     from monitoring.behaviour_anomaly import behaviour_alerts, latest_behaviour, score_behaviour
     from monitoring.dashboard.build import DashboardInputs, build_dashboard
     from monitoring.drift import drift_report, write_drift_report
+    from persona.pseudonym import configured_pseudonymiser
     from segmentation.pipeline import run_segmentation
     from training.examples import ExampleSet
 
@@ -279,7 +280,8 @@ def _monitor(root: Path, settings: Any, choice: Any) -> Path:
     write_drift_report(drift, root / "monitoring" / "drift")
     alerting = sum(f.status == "alert" for f in drift.features)
     console.print(f"drift: {len(drift.features)} features, {alerting} over the alert threshold")
-    alerts = behaviour_alerts(score_behaviour(latest_behaviour(root)), top=20)
+    pseudonym = configured_pseudonymiser(root)
+    alerts = behaviour_alerts(score_behaviour(latest_behaviour(root)), pseudonym=pseudonym, top=20)
     alerts_file = root / "monitoring" / "alerts.jsonl"
     alerts_file.unlink(missing_ok=True)  # this run's alerts only (the file is append-only)
     write_alerts(alerts_file, alerts)

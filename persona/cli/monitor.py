@@ -158,6 +158,7 @@ def behaviour_command(
         score_behaviour,
         write_behaviour_report,
     )
+    from persona.pseudonym import configured_pseudonymiser
 
     with user_errors():
         config = AnomalyConfig.model_validate(
@@ -168,7 +169,9 @@ def behaviour_command(
         scores = score_behaviour(latest_behaviour(data_dir), config, progress=True)
         out_dir = out or data_dir / "monitoring" / "behaviour"
         paths = write_behaviour_report(scores, out_dir, top=top, config=config)
-        raised = behaviour_alerts(scores, config, top=top)
+        raised = behaviour_alerts(
+            scores, config, pseudonym=configured_pseudonymiser(data_dir), top=top
+        )
         alerts_path = alerts or out_dir / "alerts.jsonl"
         write_alerts(alerts_path, raised)
 

@@ -71,6 +71,7 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Dashboard:
     from monitoring.experiments.readout import experiment_readout
     from monitoring.experiments.report import write_readout
     from monitoring.experiments.sources import units_from_event_log
+    from persona.pseudonym import Pseudonymiser
     from segmentation.pipeline import run_segmentation
     from training.examples import ExampleSet
     from training.sets.impressions import build_impression_set
@@ -90,7 +91,10 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Dashboard:
     )
     write_drift_report(drift_report(examples, root), root / "monitoring" / "drift")
     scores = score_behaviour(latest_behaviour(root))
-    write_alerts(root / "monitoring" / "alerts.jsonl", behaviour_alerts(scores, top=10))
+    write_alerts(
+        root / "monitoring" / "alerts.jsonl",
+        behaviour_alerts(scores, pseudonym=Pseudonymiser(b"k" * 32), top=10),
+    )
     run_segmentation(root, publish=False, materialize=False, progress=False)
     return build_dashboard(DashboardInputs(root), root / "dashboard" / "index.html")
 

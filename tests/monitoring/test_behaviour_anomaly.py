@@ -26,6 +26,7 @@ from monitoring.behaviour_anomaly import (
 )
 from persona.cli.monitor import monitor_app
 from persona.features.build import feature_table_path
+from persona.pseudonym import Pseudonymiser, configured_pseudonymiser
 from tests.banks import featured_bank
 
 CUSTOMERS = 600
@@ -168,8 +169,15 @@ def test_behaviour_cli_writes_scores_top_and_alerts(
     alerts = read_alerts(out / "alerts.jsonl")
     config = AnomalyConfig()
     flagged = [row for row in top["top"] if row["anomaly_score"] >= config.watch_score]
-    assert [a.subject for a in alerts] == [f"customer:{row['customer_id']}" for row in flagged]
-    assert {f"customer:{c}" for c in customers} <= {a.subject for a in alerts}
+    pseudonym = configured_pseudonymiser(root)
+    assert [a.subject for a in alerts] == [
+        f"customer:{pseudonym(row['customer_id'])}" for row in flagged
+    ]
+    assert {f"customer:{pseudonym(c)}" for c in customers} <= {a.subject for a in alerts}
+    # Alerts travel: no raw id, no customer's own feature values in them.
+    for alert in alerts:
+        assert "customer_id" not in alert.details
+        assert all({"feature", "robust_z"} == u.keys() for u in alert.details["unusual"])
     for alert in alerts:
         assert alert.kind == "behaviour_anomaly" and alert.segment is not None
         assert alert.severity == ("alert" if alert.score >= config.alert_score else "watch")
@@ -179,9 +187,10 @@ def test_behaviour_cli_writes_scores_top_and_alerts(
 def test_alerts_stop_below_the_watch_score(bank: Path) -> None:
     scores = score_behaviour(latest_behaviour(bank))
     strict = AnomalyConfig(watch_score=0.99, alert_score=0.995)
-    assert behaviour_alerts(scores, strict) == []
+    pseudonym = Pseudonymiser(b"k" * 32)
+    assert behaviour_alerts(scores, strict, pseudonym=pseudonym) == []
     loose = AnomalyConfig(watch_score=0.01, alert_score=0.02)
-    assert len(behaviour_alerts(scores, loose, top=7)) == 7
+    assert len(behaviour_alerts(scores, loose, pseudonym=pseudonym, top=7)) == 7
 
 
 def test_behaviour_cli_without_features_fails_in_one_line(tmp_path: Path) -> None:
