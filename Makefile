@@ -92,6 +92,20 @@ bench-events: $(STAMP)
 bench: bench-serving bench-features bench-events bench-training-throughput bench-catalogue
 	$(BIN)/python bench/report.py
 
+## Reliability and security figures: the fault tests (Redis stopped and hung under load, a replica
+## killed, an event flood during an outage, bad model versions), rate limits, cross-app isolation,
+## pseudonymised logs, schemathesis over the OpenAPI spec and the property tests, with their
+## figures in bench/results/reliability.json (the same tests run in `make test`). About 6 minutes.
+.PHONY: reliability soak
+reliability: $(STAMP)
+	PERSONA_TEST_FIGURES=bench/results/reliability.json $(BIN)/pytest -q tests/serving/test_faults.py tests/serving/test_api_fuzz.py tests/serving/test_bad_input.py tests/serving/test_properties.py tests/serving/test_rate_limit.py
+
+## Soak: the shipped deployment (colocated, 2 replicas, HAProxy) under mixed recommendations and
+## event batches from 8 closed-loop clients for 10 minutes; memory growth, errors, events lost.
+## Redis db 3, data/bench_serving. About 14 minutes.
+soak: $(STAMP) bench-tools
+	$(BIN)/python bench/soak.py --minutes 10
+
 ## The online A/B experiment, closed loop: a 30k-customer bank x 90 days through the normal
 ## path (features in Redis db 9, Ray Train, registry), then 14 simulated days of customers
 ## calling the live endpoint (one uvicorn process; --server ray for Ray Serve), outcomes from

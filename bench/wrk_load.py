@@ -48,6 +48,88 @@ end
 """
 
 
+# Recommendations, with every EVERY-th request an event batch (impressions and clicks, unique
+# event ids). Counts acknowledged events from the answers' "accepted" field.
+_MIXED_LUA = r"""
+local pairs_ = { %(pairs)s }
+local products = { %(products)s }
+local keys = { rib = "demo-rib-key", cib = "demo-cib-key", nli = "demo-nli-key",
+               imobile = "demo-imobile-key" }
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args)
+  next_ = 1; sent = 0; non200 = 0; degraded = 0; acked = 0; event_posts = 0; recommended = 0
+end
+function request()
+  local p = pairs_[next_]
+  next_ = next_ %% #pairs_ + 1
+  sent = sent + 1
+  local headers = { ["Content-Type"] = "application/json", ["X-API-Key"] = keys[p[2]] }
+  if sent %% %(every)d == 0 then
+    local parts = {}
+    for i = 1, %(batch)d do
+      local kind = "impression"
+      if i %% 5 == 0 then kind = "click" end
+      parts[i] = string.format(
+        '{"event_id":"%(run)s-%%d-%%d","customer_id":%%d,"app":"%%s","event_type":"%%s","product_id":"%%s"}',
+        sent, i, p[1], p[2], kind, products[(sent + i) %% #products + 1])
+    end
+    return wrk.format("POST", "/v1/events", headers, '{"events":[' .. table.concat(parts, ",") .. ']}')
+  end
+  local body = string.format('{"customer_id":%%d,"app":"%%s"}', p[1], p[2])
+  return wrk.format("POST", "/v1/recommendations", headers, body)
+end
+function response(status, headers, body)
+  if status ~= 200 then non200 = non200 + 1 return end
+  local accepted = string.match(body, '"accepted":(%%d+)')
+  if accepted then
+    acked = acked + tonumber(accepted); event_posts = event_posts + 1
+  else
+    recommended = recommended + 1
+    if string.find(body, '"degraded":true', 1, true) then degraded = degraded + 1 end
+  end
+end
+function done(summary, latency, requests)
+  local n, d, a, e_, r = 0, 0, 0, 0, 0
+  for _, t in ipairs(threads) do
+    n = n + t:get("non200"); d = d + t:get("degraded"); a = a + t:get("acked")
+    e_ = e_ + t:get("event_posts"); r = r + t:get("recommended")
+  end
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_JSON {"requests":%%d,"duration_s":%%.3f,"p50_ms":%%.3f,"p90_ms":%%.3f,"p99_ms":%%.3f,' ..
+    '"max_ms":%%.3f,"mean_ms":%%.3f,"non200":%%d,"degraded":%%d,"socket_errors":%%d,' ..
+    '"events_acked":%%d,"event_posts":%%d,"recommendations":%%d}
+',
+    summary.requests, summary.duration / 1e6, latency:percentile(50) / 1e3,
+    latency:percentile(90) / 1e3, latency:percentile(99) / 1e3, latency.max / 1e3,
+    latency.mean / 1e3, n, d, e.connect + e.read + e.write + e.timeout, a, e_, r))
+end
+"""
+
+
+def write_mixed_script(
+    path: Path,
+    customers: list[tuple[int, str]],
+    products: list[str],
+    seed: int,
+    run: str,
+    every: int = 5,
+    batch: int = 10,
+    n: int = 20_000,
+) -> Path:
+    """Like :func:`write_script`, with every ``every``-th request a batch of ``batch`` events
+    whose ids start with ``run`` (so the event log can be counted afterwards)."""
+    rng = random.Random(seed)
+    draws = [rng.choice(customers) for _ in range(n)]
+    pairs = ",".join(f'{{{cid},"{app}"}}' for cid, app in draws)
+    names = ",".join(f'"{p}"' for p in products)
+    path.write_text(
+        _MIXED_LUA % {"pairs": pairs, "products": names, "every": every, "batch": batch, "run": run}
+    )
+    return path
+
+
 def wrk_available() -> bool:
     return shutil.which("wrk") is not None
 
