@@ -59,6 +59,8 @@ local threads = {}
 function setup(thread) table.insert(threads, thread) end
 function init(args)
   next_ = 1; sent = 0; non200 = 0; degraded = 0; acked = 0; event_posts = 0; recommended = 0
+  acked_file = io.open("%(acked_path)s", "a")
+  acked_file:setvbuf("line")
 end
 function request()
   local p = pairs_[next_]
@@ -84,6 +86,7 @@ function response(status, headers, body)
   local accepted = string.match(body, '"accepted":(%%d+)')
   if accepted then
     acked = acked + tonumber(accepted); event_posts = event_posts + 1
+    acked_file:write(string.match(body, '"event_ids":(%%b[])'), "\n")
   else
     recommended = recommended + 1
     if string.find(body, '"degraded":true', 1, true) then degraded = degraded + 1 end
@@ -99,8 +102,7 @@ function done(summary, latency, requests)
   io.write(string.format(
     'WRK_JSON {"requests":%%d,"duration_s":%%.3f,"p50_ms":%%.3f,"p90_ms":%%.3f,"p99_ms":%%.3f,' ..
     '"max_ms":%%.3f,"mean_ms":%%.3f,"non200":%%d,"degraded":%%d,"socket_errors":%%d,' ..
-    '"events_acked":%%d,"event_posts":%%d,"recommendations":%%d}
-',
+    '"events_acked":%%d,"event_posts":%%d,"recommendations":%%d}\n',
     summary.requests, summary.duration / 1e6, latency:percentile(50) / 1e3,
     latency:percentile(90) / 1e3, latency:percentile(99) / 1e3, latency.max / 1e3,
     latency.mean / 1e3, n, d, e.connect + e.read + e.write + e.timeout, a, e_, r))
@@ -114,18 +116,28 @@ def write_mixed_script(
     products: list[str],
     seed: int,
     run: str,
+    acked_path: Path,
     every: int = 5,
     batch: int = 10,
     n: int = 20_000,
 ) -> Path:
     """Like :func:`write_script`, with every ``every``-th request a batch of ``batch`` events
-    whose ids start with ``run`` (so the event log can be counted afterwards)."""
+    whose ids start with ``run``; the ids of every acknowledged batch are appended to
+    ``acked_path`` (one JSON list a line), so the event log can be checked id by id."""
     rng = random.Random(seed)
     draws = [rng.choice(customers) for _ in range(n)]
     pairs = ",".join(f'{{{cid},"{app}"}}' for cid, app in draws)
     names = ",".join(f'"{p}"' for p in products)
     path.write_text(
-        _MIXED_LUA % {"pairs": pairs, "products": names, "every": every, "batch": batch, "run": run}
+        _MIXED_LUA
+        % {
+            "pairs": pairs,
+            "products": names,
+            "every": every,
+            "batch": batch,
+            "run": run,
+            "acked_path": acked_path,
+        }
     )
     return path
 

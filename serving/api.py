@@ -34,7 +34,10 @@ def _not_in_future(value: datetime | None) -> datetime | None:
         raise ValueError("timestamp needs a timezone (e.g. 2026-11-26T10:00:00Z)")
     if value - datetime.now(UTC) > MAX_CLOCK_SKEW:
         raise ValueError("timestamp is in the future")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as error:  # e.g. 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise ValueError("timestamp is out of range in UTC") from error
 
 
 class RequestContext(_Body):

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Path, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
@@ -116,8 +116,9 @@ def create_api(service: RecommendationService) -> FastAPI:
         ready, body = await service.readiness()
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @api.get("/metrics")
+    @api.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
+        """Prometheus text exposition format (no customer labels)."""
         return Response(service.metrics.exposition(), media_type="text/plain; version=0.0.4")
 
     return api

@@ -230,14 +230,16 @@ class RuleEngine:
                 "dismissal_cooldown",
                 f"dismissed; cooling down for {(until - now_s) / 86400:.1f} more days",
             )
-        pid = product.product_id
-        if contact.product_today.get(pid, 0) >= policy.max_impressions_per_product_per_day:
+        # .get: a cap of 0 (a product paused) is reached before its first impression.
+        today = contact.product_today.get(product.product_id, 0)
+        if today >= policy.max_impressions_per_product_per_day:
             return "frequency_cap_product_day", (
-                f"shown {contact.product_today[pid]} times today (cap {policy.max_impressions_per_product_per_day})"
+                f"shown {today} times today (cap {policy.max_impressions_per_product_per_day})"
             )
-        if contact.product_week.get(pid, 0) >= policy.max_impressions_per_product_per_week:
+        week = contact.product_week.get(product.product_id, 0)
+        if week >= policy.max_impressions_per_product_per_week:
             return "frequency_cap_product_week", (
-                f"shown {contact.product_week[pid]} times this week (cap {policy.max_impressions_per_product_per_week})"
+                f"shown {week} times this week (cap {policy.max_impressions_per_product_per_week})"
             )
         return None
 

@@ -12,9 +12,15 @@ def ensure_within_roots(path: Path, roots: Sequence[Path]) -> Path:
     """Return ``path`` fully resolved (symlinks and ``..`` followed) if it lies under a root.
 
     Roots are resolved the same way, so a root that is itself a symlink still works. Raises
-    :class:`PathOutsideRootsError` (a ``ValueError``) naming the path and the allowed roots.
+    :class:`PathOutsideRootsError` (a ``ValueError``) naming the path and the allowed roots, or
+    naming the path when it cannot be resolved (a symlink loop).
     """
-    resolved = Path(path).expanduser().resolve()
+    try:
+        resolved = Path(path).expanduser().resolve()
+    except (RuntimeError, OSError) as error:  # a symlink loop (RuntimeError before 3.13)
+        raise PathOutsideRootsError(
+            f"input path {path} refused: cannot be resolved ({error})"
+        ) from error
     resolved_roots = [Path(root).expanduser().resolve() for root in roots]
     if not resolved_roots:
         raise PathOutsideRootsError(f"input path {path} refused: no data roots are configured")

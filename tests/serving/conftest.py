@@ -4,24 +4,22 @@ applied and materialised into it, a registered transformer, and the Ray Serve gr
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
 
-from persona.settings import PersonaSettings
-from serving.priors import build_priors
 from serving.scaffold import register_initialised_model
-from serving.settings import Budgets, ServingArgs
-from tests.banks import featured_bank
+from serving.settings import ServingArgs
 from training.examples import ExampleSet
 from training.registry import ModelRegistry
-from training.sets.impressions import build_impression_set
 
 KEYS = {app: f"demo-{app}-key" for app in ("rib", "cib", "nli", "imobile")}
 
@@ -73,6 +71,20 @@ class RedisServer:
                 time.sleep(0.05)
         raise RuntimeError(f"redis-server on port {self.port} did not start")
 
+    def snapshot(self) -> None:
+        """Write the data set to ``dump.rdb`` in the workdir: the next ``start`` loads it, so a
+        stop/start pair is an outage that loses nothing, like a restarted production Redis."""
+        redis.Redis(port=self.port).save()
+
+    def pause(self) -> None:
+        """SIGSTOP: the server hangs (connections open, no answers), a slow dependency."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
@@ -103,45 +115,41 @@ def register_model(
 def serving_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingStack]:
     import ray
 
-    from persona.features.store import (
-        OnlineStoreChoice,
-        apply_definitions,
-        materialize_all,
-        open_store,
-    )
     from serving.runner import start_serving, stop_serving
+    from tests.serving.stack_builders import build_served_bank
 
     root = tmp_path_factory.mktemp("serving_bank")
-    featured_bank(root, customers=400, days=40, seed=5)
-    examples = ExampleSet(root / "examples")
-    build_impression_set(
-        root, examples.root, dataset="serving-test", max_len=10, valid_days=4, test_days=4, seed=1
-    )
-    build_priors(root).save(root / "serving")
-
     server = RedisServer(free_port(), root)
     server.start()
-    settings = PersonaSettings(data_dir=root, online_store="redis", redis_url=server.url)
-    store = open_store(settings, OnlineStoreChoice("redis", "test", server.url))
-    apply_definitions(store, root)
-    materialize_all(store, root)
-
-    registry = ModelRegistry(root / "registry")
-    model_dir = register_model(root, examples, registry, seed=0)
-    config_dir = root / "serving_config"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "configs" / "serving", config_dir)
-    args = ServingArgs(
-        data_dir=root,
-        config_dir=config_dir,
-        online_store="redis",
-        redis_url=server.url,
-        feature_cache_ttl_s=30.0,
-        budgets=Budgets(features_ms=200, ranking_ms=2000, total_ms=5000),
-        flush_interval_s=0.5,
-    )
+    args = build_served_bank(root, server)
     if not ray.is_initialized():
         ray.init(include_dashboard=False, num_cpus=3, configure_logging=False, log_to_driver=False)
     url = start_serving(args, port=free_port(), quiet=True)
-    yield ServingStack(url, args, server, root, registry, model_dir)
+    registry = ModelRegistry(root / "registry")
+    yield ServingStack(url, args, server, root, registry, root / "model_seed0")
     stop_serving()
     server.stop()
+
+
+if TYPE_CHECKING:  # the builders import this module: only the type, to avoid a cycle
+    from tests.serving.stack_builders import LiveServer
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The single-process server (the same FastAPI app and service the Serve ingress runs) in a
+    child process over a small real bank, with its own redis-server; shared by the bad-input
+    tests and the schemathesis run."""
+    from tests.serving.stack_builders import LiveServer, build_served_bank
+
+    root = tmp_path_factory.mktemp("live_bank")
+    server = RedisServer(free_port(), root)
+    server.start()
+    try:
+        live = LiveServer.start(build_served_bank(root, server, customers=200, days=30), server)
+        try:
+            yield live
+        finally:
+            live.stop()
+    finally:
+        server.stop()
