@@ -206,6 +206,7 @@ def _outcomes_and_events(
                 "variant_probability": answer["variant_probability"],
                 "model_version": answer["model_version"],
                 "degraded": bool(answer["degraded"]),
+                "degraded_reasons": list(answer.get("degraded_reasons", [])),
                 "n_items": len(answer["items"]),
                 "ranked": list(explain.get("ranked", [])),
                 "eligible": _eligible_order(explain),
