@@ -11,7 +11,7 @@ import logging
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pydantic import Field
@@ -67,6 +67,16 @@ class RuleSet(_Strict):
         default_factory=list,
         description="Withdrawn products: never shown, whatever the model says.",
     )
+
+
+def _dismissals(customer: CustomerView) -> dict[str, float]:
+    """Product -> latest dismissal time in the customer's online interaction sequence."""
+    latest: dict[str, float] = {}
+    for interaction in customer.sequence:
+        if interaction.event_type == "dismiss":
+            previous = latest.get(interaction.product_id, 0.0)
+            latest[interaction.product_id] = max(previous, float(interaction.timestamp_s))
+    return latest
 
 
 @dataclass(frozen=True)
@@ -219,10 +229,6 @@ class RuleEngine:
         self, product: ProductInfo, contact: ContactState, now_s: float
     ) -> tuple[str, str] | None:
         policy = self.rules.contact_policy
-        if not contact.available:
-            if policy.when_unavailable == "drop_marketing" and product.is_marketing_offer:
-                return "contact_policy_unavailable", "counters unreachable: marketing withheld"
-            return None
         dismissed = contact.dismissed_at_s.get(product.product_id)
         until = None if dismissed is None else dismissed + policy.dismissal_cooldown_days * 86_400
         if until is not None and until > now_s:
@@ -230,6 +236,10 @@ class RuleEngine:
                 "dismissal_cooldown",
                 f"dismissed; cooling down for {(until - now_s) / 86400:.1f} more days",
             )
+        if not contact.available:
+            if policy.when_unavailable == "drop_marketing" and product.is_marketing_offer:
+                return "contact_policy_unavailable", "counters unreachable: marketing withheld"
+            return None
         # .get: a cap of 0 (a product paused) is reached before its first impression.
         today = contact.product_today.get(product.product_id, 0)
         if today >= policy.max_impressions_per_product_per_day:
@@ -272,6 +282,10 @@ class RuleEngine:
             contact.customer_today >= policy.max_impressions_per_customer_per_day
             or contact.customer_week >= policy.max_impressions_per_customer_per_week
         )
+        if not contact.available:
+            # The counters' dismissals are out of reach; the online sequence carries the
+            # customer's recent ones, so the cooldown still holds for those.
+            contact = replace(contact, dismissed_at_s=_dismissals(customer))
         for candidate in ranked:
             product = self.catalogue.products.get(candidate.product_id)
             if product is None:

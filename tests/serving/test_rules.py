@@ -178,6 +178,34 @@ def test_dismissal_cooldown_ends_after_the_configured_days() -> None:
     assert [c.product_id for c in kept] == ["plain_card"]
 
 
+def test_without_counters_the_cooldown_holds_for_dismissals_in_the_online_sequence() -> None:
+    """Redis counters unreachable: the customer's recent dismissals still keep a product away
+    (from the online sequence), older ones have cooled down, marketing is withheld."""
+    day = 86_400
+    dismissed = customer(
+        sequence=(
+            Interaction("plain_card", "dismiss", 10 * day),
+            Interaction("card_b", "dismiss", 1 * day),  # 19 days before now: cooled down
+            Interaction("card_b", "click", 2 * day),
+        ),
+        consent_marketing=True,
+    )
+    outcome = engine(contact_policy={"dismissal_cooldown_days": 14}).apply(
+        dismissed,
+        ranked("plain_card", "card_b", "promo_card"),
+        "rib",
+        APP,
+        ContactState.unavailable(),
+        k=5,
+        now_s=20 * day,
+    )
+    assert [c.product_id for c in outcome.kept] == ["card_b"]
+    assert {r.product_id: r.rule for r in outcome.removed} == {
+        "plain_card": "dismissal_cooldown",
+        "promo_card": "contact_policy_unavailable",
+    }
+
+
 def test_blocked_products_are_never_shown() -> None:
     outcome = engine(blocked_products=["plain_card"]).apply(
         customer(), ranked("plain_card", "card_b"), "rib", APP, ContactState(available=True), k=5
