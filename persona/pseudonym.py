@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import tempfile
 from pathlib import Path
 from typing import Final
 
@@ -43,18 +44,21 @@ def key_file_for(data_dir: Path) -> Path:
 
 
 def load_or_create_key(path: Path) -> bytes:
-    """The key stored at ``path`` (hex), created with mode 0600 on first use. Creation is
-    exclusive, so processes starting together agree on one key."""
+    """The key stored at ``path`` (hex), created with mode 0600 on first use. The key is
+    written to a private temporary file and hard-linked into place, so processes starting
+    together agree on one key and none reads a half-written file."""
     path = Path(path)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".pseudonym-")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process created it first: read theirs
-        else:
-            with os.fdopen(fd, "w") as out:
+            with os.fdopen(fd, "w") as out:  # mkstemp creates it with mode 0600
                 out.write(secrets.token_hex(KEY_BYTES))
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process linked its key first: read theirs
+        finally:
+            os.unlink(temporary)
     text = path.read_text().strip()
     try:
         key = bytes.fromhex(text)
