@@ -65,14 +65,21 @@ def build_served_bank(
     )
 
 
-def customer_ids(data_dir: Path) -> list[int]:
-    """Every customer id of the bank, ascending."""
+def customers_where(data_dir: Path, where: str = "TRUE", limit: int | None = None) -> list[int]:
+    """Ids of the bank's customers matching the SQL condition ``where``, ascending."""
     glob = parquet_glob(DataLayout(data_dir).clean_table("customers"))
+    cap = "" if limit is None else f" LIMIT {limit}"
     with duckdb.connect() as con:
         rows = con.sql(
-            f"SELECT customer_id FROM read_parquet('{glob}') ORDER BY customer_id"
+            f"SELECT customer_id FROM read_parquet('{glob}') WHERE {where} "
+            f"ORDER BY customer_id{cap}"
         ).fetchall()
     return [int(r[0]) for r in rows]
+
+
+def customer_ids(data_dir: Path) -> list[int]:
+    """Every customer id of the bank, ascending."""
+    return customers_where(data_dir)
 
 
 @dataclass

@@ -18,13 +18,12 @@ import pytest
 import requests
 import yaml
 
-from persona.layout import DataLayout, parquet_glob
 from serving.catalogue import Catalogue
 from serving.settings import Budgets, ServingArgs
 from tests.figures import record_figure
 from tests.serving.conftest import KEYS, RedisServer, free_port
 from tests.serving.load import LoadLoop, Outcome, timed_post
-from tests.serving.stack_builders import build_served_bank
+from tests.serving.stack_builders import build_served_bank, customers_where
 from training.registry import ModelRegistry
 
 pytestmark = [pytest.mark.slow]
@@ -44,14 +43,9 @@ class FaultStack:
     data_dir: Path
 
     def customers(self, where: str, limit: int = 40) -> list[int]:
-        glob = parquet_glob(DataLayout(self.data_dir).clean_table("customers"))
-        with duckdb.connect() as con:
-            rows = con.sql(
-                f"SELECT customer_id FROM read_parquet('{glob}') WHERE {where} "
-                f"ORDER BY customer_id LIMIT {limit}"
-            ).fetchall()
-        assert rows, where
-        return [int(r[0]) for r in rows]
+        found = customers_where(self.data_dir, where, limit)
+        assert found, where
+        return found
 
     def recommend(self, customer_id: int, app: str = "rib") -> requests.Response:
         return requests.post(

@@ -11,6 +11,7 @@ import requests
 
 from persona.layout import DataLayout, parquet_glob
 from tests.serving.conftest import KEYS, ServingStack
+from tests.serving.stack_builders import customers_where
 
 pytestmark = [pytest.mark.slow]
 
@@ -32,14 +33,9 @@ def send_events(stack: ServingStack, app: str, events: list[dict[str, Any]]) -> 
 
 
 def customers(stack: ServingStack, where: str, limit: int = 5) -> list[int]:
-    glob = parquet_glob(DataLayout(stack.data_dir).clean_table("customers"))
-    with duckdb.connect() as con:
-        rows = con.sql(
-            f"SELECT customer_id FROM read_parquet('{glob}') WHERE {where} "
-            f"ORDER BY customer_id LIMIT {limit}"
-        ).fetchall()
-    assert rows, f"no customer matches {where}"
-    return [int(r[0]) for r in rows]
+    found = customers_where(stack.data_dir, where, limit)
+    assert found, f"no customer matches {where}"
+    return found
 
 
 def test_every_app_gets_ranked_items_with_reason_codes(serving_stack: ServingStack) -> None:
